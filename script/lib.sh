@@ -1,0 +1,156 @@
+# shellcheck shell=bash
+# Helpers shared by script/test, script/demo, script/bench and the
+# integration tests.  Source it; it defines functions and variables only.
+#
+# mb_setup builds the extension, installs it into a private copy of the
+# PostgreSQL tree in a fresh directory under /tmp (nothing is installed
+# system-wide), and starts a throwaway cluster there; mb_teardown, run on
+# exit whatever happens, stops every cluster and helper process it started
+# and removes the directory.
+#
+# The cluster runs as Debian's "postgres" user when the scripts run as root
+# (PostgreSQL refuses to run as root), listens on a Unix socket only, and
+# preloads membership and pg_cron.
+
+MB_ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+PG_CONFIG=${PG_CONFIG:-/usr/lib/postgresql/15/bin/pg_config}
+MB_PORT=5432
+
+# Run a command as the user the cluster runs as.
+as_postgres() {
+	if [ "$(id -u)" -eq 0 ]; then
+		runuser -u postgres -- "$@"
+	else
+		"$@"
+	fi
+}
+
+mb_log() { printf '%s %s\n' "$(date +%H:%M:%S)" "$*" >&2; }
+
+mb_build() {
+	mb_log "building the extension"
+	make -C "$MB_ROOT" -s -j2 PG_CONFIG="$PG_CONFIG" >/dev/null
+}
+
+# Symlink every entry of directory $1 that directory $2 lacks, descending
+# into directories that exist in both.
+mb_link_missing() {
+	local src=$1 dst=$2 entry name
+	mkdir -p "$dst"
+	for entry in "$src"/*; do
+		name=$(basename "$entry")
+		if [ -d "$dst/$name" ] && [ ! -L "$dst/$name" ] && [ -d "$entry" ]; then
+			mb_link_missing "$entry" "$dst/$name"
+		elif [ ! -e "$dst/$name" ]; then
+			ln -s "$entry" "$dst/$name"
+		fi
+	done
+}
+
+# Install the extension into $MB_WORK/pg, a private PostgreSQL tree: real
+# copies of the server binaries (PostgreSQL finds its share and lib
+# directories relative to where the binary really is) beside symlinks to
+# everything else the system has.
+mb_install_tree() {
+	local bindir sharedir pkglibdir
+	bindir=$("$PG_CONFIG" --bindir)
+	sharedir=$("$PG_CONFIG" --sharedir)
+	pkglibdir=$("$PG_CONFIG" --pkglibdir)
+	make -C "$MB_ROOT" -s install DESTDIR="$MB_WORK/pg" PG_CONFIG="$PG_CONFIG" >/dev/null
+	mkdir -p "$MB_WORK/pg$bindir"
+	cp "$bindir/postgres" "$bindir/initdb" "$bindir/pg_ctl" "$MB_WORK/pg$bindir/"
+	mb_link_missing "$sharedir" "$MB_WORK/pg$sharedir"
+	mb_link_missing "$pkglibdir" "$MB_WORK/pg$pkglibdir"
+	chmod -R a+rX "$MB_WORK/pg"
+	MB_BIN=$MB_WORK/pg$bindir
+	export MB_BIN
+}
+
+# mb_cluster_init NAME [postgresql.conf lines...]: a new cluster in
+# $MB_WORK/NAME, its socket in the same directory.
+mb_cluster_init() {
+	local name=$1 dir=$MB_WORK/$1
+	shift
+	mkdir -p "$dir"
+	chown postgres: "$dir" 2>/dev/null || true
+	as_postgres "$MB_BIN/initdb" -D "$dir/data" -U postgres -A trust -E UTF8 \
+		--locale=C.UTF-8 >"$dir/initdb.log" 2>&1 ||
+		{ cat "$dir/initdb.log" >&2; return 1; }
+	{
+		echo "listen_addresses = ''"
+		echo "port = $MB_PORT"
+		echo "unix_socket_directories = '$dir'"
+		echo "shared_preload_libraries = 'membership,pg_cron'"
+		echo "cron.database_name = 'membership'"
+		echo "max_connections = 200"
+		echo "shared_buffers = 512MB"
+		echo "max_worker_processes = 32"
+		echo "lc_messages = 'C'"
+		echo "timezone = 'UTC'"
+		echo "datestyle = 'iso, ymd'"
+		echo "log_line_prefix = '%m [%p] %q%u@%d '"
+		for line in "$@"; do echo "$line"; done
+	} | as_postgres tee -a "$dir/data/postgresql.conf" >/dev/null
+}
+
+mb_cluster_start() {
+	local dir=$MB_WORK/$1
+	as_postgres "$MB_BIN/pg_ctl" -D "$dir/data" -l "$dir/server.log" -w -t 60 start >/dev/null ||
+		{ tail -n 30 "$dir/server.log" >&2; return 1; }
+}
+
+mb_cluster_stop() {
+	local dir=$MB_WORK/$1
+	[ -f "$dir/data/postmaster.pid" ] || return 0
+	as_postgres "$MB_BIN/pg_ctl" -D "$dir/data" -m fast -w -t 60 stop >/dev/null 2>&1 ||
+		as_postgres "$MB_BIN/pg_ctl" -D "$dir/data" -m immediate -w stop >/dev/null 2>&1 || true
+}
+
+# The postmaster's pid, for crash tests.
+mb_cluster_pid() {
+	head -n 1 "$MB_WORK/$1/data/postmaster.pid"
+}
+
+# Point libpq at a cluster.
+mb_use_cluster() {
+	export PGHOST=$MB_WORK/$1 PGPORT=$MB_PORT PGUSER=postgres
+}
+
+# Remember a helper process (mock server, load generator) to stop on exit.
+mb_track_pid() { echo "$1" >>"$MB_WORK/pids"; }
+
+mb_teardown() {
+	local status=$?
+	[ -n "${MB_WORK:-}" ] && [ -d "$MB_WORK" ] || return $status
+	if [ -f "$MB_WORK/pids" ]; then
+		while read -r pid; do kill "$pid" 2>/dev/null || true; done <"$MB_WORK/pids"
+	fi
+	for dir in "$MB_WORK"/*/data; do
+		[ -d "$dir" ] && mb_cluster_stop "$(basename "$(dirname "$dir")")"
+	done
+	if [ -n "${MB_KEEP:-}" ]; then
+		mb_log "kept $MB_WORK"
+	else
+		rm -rf "$MB_WORK"
+	fi
+	return $status
+}
+
+# Build, install privately and start the main cluster with a "membership"
+# database holding the extension.  Cleans up on exit.
+mb_setup() {
+	"$MB_ROOT/script/bootstrap"
+	mb_build
+	MB_WORK=$(mktemp -d /tmp/membership.XXXXXX)
+	export MB_WORK
+	chmod 755 "$MB_WORK"
+	trap mb_teardown EXIT
+	trap 'exit 130' INT TERM
+	mb_install_tree
+	mb_log "starting a throwaway cluster in $MB_WORK"
+	mb_cluster_init main "$@"
+	mb_cluster_start main
+	mb_use_cluster main
+	psql -q -X -v ON_ERROR_STOP=1 -d postgres -c 'CREATE DATABASE membership' >/dev/null
+	export PGDATABASE=membership
+}

@@ -1,0 +1,208 @@
+/*-------------------------------------------------------------------------
+ *
+ * apikey.c
+ *	  API keys: their format, generation, hashing and lookup.
+ *
+ * A key looks like "mk_" + 8 public characters + "_" + 52 secret
+ * characters, all from the RFC 4648 base32 alphabet in lower case: 40 bits
+ * of public id and 260 bits of secret.  The first 11 characters are the
+ * public prefix shown in listings; the database keeps only the prefix and
+ * the SHA-256 hash of the whole key, so the secret is seen once, at issue.
+ *
+ *-------------------------------------------------------------------------
+ */
+#include "postgres.h"
+
+#include "access/htup_details.h"
+#include "access/stratnum.h"
+#include "access/table.h"
+#include "fmgr.h"
+#include "funcapi.h"
+#include "utils/builtins.h"
+#include "utils/fmgroids.h"
+#include "utils/rel.h"
+#include "utils/timestamp.h"
+
+#include "membership.h"
+
+#define API_KEY_TAG			"mk_"
+#define API_KEY_TAG_LEN		3
+#define API_KEY_ID_CHARS	8
+#define API_KEY_SECRET_CHARS 52
+#define API_KEY_PUBLIC_LEN	(API_KEY_TAG_LEN + API_KEY_ID_CHARS)
+#define API_KEY_LEN			(API_KEY_PUBLIC_LEN + 1 + API_KEY_SECRET_CHARS)
+
+static const char base32_alphabet[] = "abcdefghijklmnopqrstuvwxyz234567";
+
+PG_FUNCTION_INFO_V1(membership_generate_api_key);
+PG_FUNCTION_INFO_V1(membership_api_key_hash);
+PG_FUNCTION_INFO_V1(membership_locate_api_key);
+
+static bool
+is_base32(char c)
+{
+	return (c >= 'a' && c <= 'z') || (c >= '2' && c <= '7');
+}
+
+/* Does this look like a key we could have issued? */
+bool
+apikey_parse(const char *key, size_t len)
+{
+	if (len != API_KEY_LEN || strncmp(key, API_KEY_TAG, API_KEY_TAG_LEN) != 0 ||
+		key[API_KEY_PUBLIC_LEN] != '_')
+		return false;
+	for (size_t i = API_KEY_TAG_LEN; i < len; i++)
+	{
+		if (i != API_KEY_PUBLIC_LEN && !is_base32(key[i]))
+			return false;
+	}
+	return true;
+}
+
+/*
+ * The api_keys row whose "column" equals "value", through the unique index
+ * "index", or NULL.  "rel" must be open.
+ */
+static HeapTuple
+fetch_key(Relation rel, const char *column, const char *index, Oid eqproc, Datum value)
+{
+	ScanKeyData skey;
+
+	ScanKeyInit(&skey, membership_attnum(rel, column), BTEqualStrategyNumber, eqproc, value);
+	return membership_fetch_unique(rel, membership_relid(index), 1, &skey);
+}
+
+/*
+ * Find the key with this hash.  On a hit, fill in the caller it identifies
+ * and set "state" to "active", "revoked" or "expired".
+ */
+bool
+apikey_lookup(bytea *hash, Caller *caller, char *state, size_t statelen)
+{
+	Relation	rel;
+	HeapTuple	tuple;
+	TupleDesc	desc;
+	Datum		d;
+	bool		isnull;
+
+	rel = table_open(membership_relid("api_keys"), AccessShareLock);
+	desc = RelationGetDescr(rel);
+	tuple = fetch_key(rel, "key_hash", "api_keys_key_hash_idx", F_BYTEAEQ,
+					  PointerGetDatum(hash));
+	if (tuple == NULL)
+	{
+		table_close(rel, AccessShareLock);
+		return false;
+	}
+
+	memset(caller, 0, sizeof(*caller));
+	caller->api_key_id = DatumGetInt64(heap_getattr(tuple, membership_attnum(rel, "id"),
+													desc, &isnull));
+	caller->has_org = true;
+	memcpy(&caller->org_id,
+		   DatumGetUUIDP(heap_getattr(tuple, membership_attnum(rel, "organisation_id"),
+									  desc, &isnull)),
+		   sizeof(pg_uuid_t));
+	d = heap_getattr(tuple, membership_attnum(rel, "provider_id"), desc, &isnull);
+	if (!isnull)
+	{
+		caller->kind = CALLER_PROVIDER;
+		caller->has_provider = true;
+		memcpy(&caller->provider_id, DatumGetUUIDP(d), sizeof(pg_uuid_t));
+	}
+	else
+		caller->kind = CALLER_ORGANISATION;
+
+	strlcpy(state, "active", statelen);
+	heap_getattr(tuple, membership_attnum(rel, "revoked_at"), desc, &isnull);
+	if (!isnull)
+		strlcpy(state, "revoked", statelen);
+	else
+	{
+		d = heap_getattr(tuple, membership_attnum(rel, "expires_at"), desc, &isnull);
+		if (!isnull && DatumGetTimestampTz(d) <= GetCurrentTimestamp())
+			strlcpy(state, "expired", statelen);
+	}
+
+	table_close(rel, AccessShareLock);
+	return true;
+}
+
+/*
+ * membership.locate_api_key(key text, OUT id bigint, OUT organisation_id uuid)
+ *
+ * Find a key by its whole text or by its public prefix, in any
+ * organisation.  Platform functions (revoke, rotate, plan changes) use it to
+ * learn which tenant to act for; they are given only the key.
+ */
+Datum
+membership_locate_api_key(PG_FUNCTION_ARGS)
+{
+	text	   *key = PG_GETARG_TEXT_PP(0);
+	const char *str = VARDATA_ANY(key);
+	size_t		len = VARSIZE_ANY_EXHDR(key);
+	Relation	rel;
+	HeapTuple	tuple;
+	TupleDesc	tupdesc;
+	Datum		values[2];
+	bool		nulls[2] = {false, false};
+	bool		isnull;
+
+	if (get_call_result_type(fcinfo, NULL, &tupdesc) != TYPEFUNC_COMPOSITE)
+		elog(ERROR, "return type must be a row type");
+
+	rel = table_open(membership_relid("api_keys"), AccessShareLock);
+	if (apikey_parse(str, len))
+		tuple = fetch_key(rel, "key_hash", "api_keys_key_hash_idx", F_BYTEAEQ,
+						  PointerGetDatum(membership_sha256_bytea(str, len)));
+	else if (len == API_KEY_PUBLIC_LEN)
+		tuple = fetch_key(rel, "prefix", "api_keys_prefix_key", F_TEXTEQ,
+						  PointerGetDatum(key));
+	else
+		tuple = NULL;
+
+	if (tuple == NULL)
+	{
+		table_close(rel, AccessShareLock);
+		PG_RETURN_NULL();
+	}
+	values[0] = heap_getattr(tuple, membership_attnum(rel, "id"), RelationGetDescr(rel), &isnull);
+	values[1] = heap_getattr(tuple, membership_attnum(rel, "organisation_id"),
+							 RelationGetDescr(rel), &isnull);
+	table_close(rel, AccessShareLock);
+
+	PG_RETURN_DATUM(HeapTupleGetDatum(heap_form_tuple(BlessTupleDesc(tupdesc), values, nulls)));
+}
+
+/*
+ * membership.generate_api_key() returns a fresh random key.  Used by
+ * issue_api_key() and rotate_api_key(), which store only its hash.
+ */
+Datum
+membership_generate_api_key(PG_FUNCTION_ARGS)
+{
+	uint8		random[API_KEY_LEN];
+	char		key[API_KEY_LEN + 1];
+
+	if (!pg_strong_random(random, sizeof(random)))
+		ereport(ERROR,
+				(errcode(ERRCODE_INTERNAL_ERROR),
+				 errmsg("could not generate random values")));
+
+	memcpy(key, API_KEY_TAG, API_KEY_TAG_LEN);
+	for (int i = API_KEY_TAG_LEN; i < API_KEY_LEN; i++)
+		key[i] = base32_alphabet[random[i] & 31];
+	key[API_KEY_PUBLIC_LEN] = '_';
+	key[API_KEY_LEN] = '\0';
+
+	PG_RETURN_TEXT_P(cstring_to_text(key));
+}
+
+/* membership.api_key_hash(key text) returns the SHA-256 hash stored for it. */
+Datum
+membership_api_key_hash(PG_FUNCTION_ARGS)
+{
+	text	   *key = PG_GETARG_TEXT_PP(0);
+
+	PG_RETURN_BYTEA_P(membership_sha256_bytea(VARDATA_ANY(key), VARSIZE_ANY_EXHDR(key)));
+}

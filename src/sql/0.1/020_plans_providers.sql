@@ -1,0 +1,91 @@
+-- Plans and providers: platform-wide tables, not tenant data.
+
+CREATE TABLE membership.plans (
+    plan                text PRIMARY KEY
+                        CHECK (plan ~ '^[a-z][a-z0-9_]{0,31}$'),
+    requests_per_minute integer CHECK (requests_per_minute > 0)
+);
+COMMENT ON TABLE membership.plans IS
+    'platform: verification plans; requests_per_minute NULL means unlimited';
+SELECT membership.isolate_table('membership.plans', NULL);
+
+INSERT INTO membership.plans (plan, requests_per_minute) VALUES
+    ('free', 60), ('starter', 300), ('pro', 1000), ('enterprise', 5000);
+
+-- pg_dump keeps plans added later; the seeded ones come back with CREATE
+-- EXTENSION (at their seeded limits).
+SELECT pg_catalog.pg_extension_config_dump('membership.plans',
+    $$WHERE plan NOT IN ('free', 'starter', 'pro', 'enterprise')$$);
+
+CREATE TABLE membership.providers (
+    id          uuid PRIMARY KEY DEFAULT pg_catalog.gen_random_uuid(),
+    slug        text NOT NULL UNIQUE
+                CHECK (slug ~ '^[a-z0-9][a-z0-9-]{1,62}$'),
+    name        text NOT NULL
+                CHECK (pg_catalog.btrim(name) <> '' AND pg_catalog.length(name) <= 200),
+    created_at  timestamptz NOT NULL DEFAULT pg_catalog.now()
+);
+COMMENT ON TABLE membership.providers IS
+    'platform: banks, insurers and retailers; each holds keys bound to one organisation';
+SELECT membership.isolate_table('membership.providers', NULL);
+
+-- Set a plan's limit, creating the plan if it is new.
+CREATE FUNCTION membership.set_plan(plan text, requests_per_minute integer)
+    RETURNS void
+    LANGUAGE plpgsql SECURITY DEFINER
+    SET search_path = pg_catalog, membership, pg_temp
+    AS $$
+BEGIN
+    IF plan IS NULL THEN
+        RAISE EXCEPTION USING ERRCODE = 'null_value_not_allowed',
+            MESSAGE = 'plan must not be null';
+    END IF;
+    IF plan !~ '^[a-z][a-z0-9_]{0,31}$' THEN
+        RAISE EXCEPTION USING ERRCODE = 'invalid_parameter_value',
+            MESSAGE = format('invalid plan name "%s"', plan),
+            HINT = 'Plan names are 1 to 32 lower-case letters, digits and underscores, starting with a letter.';
+    END IF;
+    IF requests_per_minute <= 0 THEN
+        RAISE EXCEPTION USING ERRCODE = 'invalid_parameter_value',
+            MESSAGE = format('requests per minute must be positive, not %s', requests_per_minute),
+            HINT = 'Use NULL for an unlimited plan.';
+    END IF;
+    INSERT INTO membership.plans AS p (plan, requests_per_minute)
+    VALUES (set_plan.plan, set_plan.requests_per_minute)
+    ON CONFLICT ON CONSTRAINT plans_pkey
+    DO UPDATE SET requests_per_minute = EXCLUDED.requests_per_minute;
+END
+$$;
+GRANT EXECUTE ON FUNCTION membership.set_plan(text, integer) TO membership_platform_admin;
+
+CREATE FUNCTION membership.create_provider(slug text, name text)
+    RETURNS uuid
+    LANGUAGE plpgsql SECURITY DEFINER
+    SET search_path = pg_catalog, membership, pg_temp
+    AS $$
+DECLARE
+    v_id uuid;
+BEGIN
+    IF slug IS NULL OR name IS NULL THEN
+        RAISE EXCEPTION USING ERRCODE = 'null_value_not_allowed',
+            MESSAGE = 'provider slug and name must not be null';
+    END IF;
+    IF slug !~ '^[a-z0-9][a-z0-9-]{1,62}$' THEN
+        RAISE EXCEPTION USING ERRCODE = 'invalid_parameter_value',
+            MESSAGE = format('invalid provider slug "%s"', slug),
+            HINT = 'Slugs are 2 to 63 lower-case letters, digits and hyphens, starting with a letter or digit.';
+    END IF;
+    IF btrim(name) = '' OR length(name) > 200 THEN
+        RAISE EXCEPTION USING ERRCODE = 'invalid_parameter_value',
+            MESSAGE = 'provider name must be 1 to 200 characters';
+    END IF;
+    INSERT INTO membership.providers (slug, name)
+    VALUES (create_provider.slug, btrim(create_provider.name))
+    RETURNING id INTO v_id;
+    RETURN v_id;
+EXCEPTION WHEN unique_violation THEN
+    RAISE EXCEPTION USING ERRCODE = 'unique_violation',
+        MESSAGE = format('provider "%s" already exists', slug);
+END
+$$;
+GRANT EXECUTE ON FUNCTION membership.create_provider(text, text) TO membership_platform_admin;
