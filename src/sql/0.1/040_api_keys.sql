@@ -14,7 +14,7 @@ CREATE TABLE membership.api_keys (
     created_at      timestamptz NOT NULL DEFAULT pg_catalog.now(),
     expires_at      timestamptz,
     revoked_at      timestamptz,
-    replaced_by     bigint REFERENCES membership.api_keys (id)
+    replaced_by     bigint  -- the key that rotation issued in its place
 );
 CREATE UNIQUE INDEX api_keys_key_hash_idx ON membership.api_keys (key_hash);
 CREATE INDEX api_keys_organisation_idx ON membership.api_keys (organisation_id);

@@ -8,7 +8,7 @@
 -- leaves the stored value alone (new members get the defaults); status
 -- "removed" soft-removes.  In full mode members absent from the list are
 -- soft-removed too.  When "dependents" is present it is the complete list of
--- the member's synced dependents.
+-- the member's synced dependents (null meaning none).
 
 -- Is this text a real calendar date written as YYYY-MM-DD?
 CREATE FUNCTION membership.is_iso_date(value text) RETURNS boolean
@@ -122,7 +122,8 @@ CREATE FUNCTION membership.sync_input(members jsonb)
            t.e OPERATOR(pg_catalog.?) 'profession',
            nullif(pg_catalog.btrim(t.e OPERATOR(pg_catalog.->>) 'profession'), ''),
            t.e OPERATOR(pg_catalog.?) 'dependents',
-           t.e OPERATOR(pg_catalog.->) 'dependents'
+           CASE WHEN pg_catalog.jsonb_typeof(t.e OPERATOR(pg_catalog.->) 'dependents') = 'array'
+                THEN t.e OPERATOR(pg_catalog.->) 'dependents' ELSE '[]' END
     FROM pg_catalog.jsonb_array_elements(members) WITH ORDINALITY AS t(e, ord)
 $$;
 
@@ -140,7 +141,7 @@ CREATE FUNCTION membership.sync_dependents_input(p_org uuid, members jsonb)
     JOIN membership.members m
       ON m.organisation_id OPERATOR(pg_catalog.=) p_org
      AND m.external_id OPERATOR(pg_catalog.=) i.external_id
-    CROSS JOIN LATERAL pg_catalog.jsonb_array_elements(coalesce(i.dependents, '[]')) AS d
+    CROSS JOIN LATERAL pg_catalog.jsonb_array_elements(i.dependents) AS d
     WHERE i.has_dependents
 $$;
 
@@ -209,7 +210,6 @@ BEGIN
         FROM membership.sync_input(p_members) AS i,
              jsonb_array_elements(i.dependents) AS d,
              membership.normalize_email(d->>'email') AS e
-        WHERE jsonb_typeof(i.dependents) = 'array'
         GROUP BY e HAVING count(*) > 1
         ORDER BY min(i.ord) LIMIT 1;
     END IF;
