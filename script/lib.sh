@@ -27,6 +27,12 @@ as_postgres() {
 
 mb_log() { printf '%s %s\n' "$(date +%H:%M:%S)" "$*" >&2; }
 
+# Seconds since a "date +%s%3N" timestamp, with one decimal.
+mb_elapsed() {
+	local ms=$(($(date +%s%3N) - $1))
+	printf '%d.%d' $((ms / 1000)) $((ms % 1000 / 100))
+}
+
 mb_build() {
 	mb_log "building the extension"
 	make -C "$MB_ROOT" -s -j2 PG_CONFIG="$PG_CONFIG" >/dev/null
@@ -153,4 +159,22 @@ mb_setup() {
 	mb_use_cluster main
 	psql -q -X -v ON_ERROR_STOP=1 -d postgres -c 'CREATE DATABASE membership' >/dev/null
 	export PGDATABASE=membership
+}
+
+# Load the realistic data set (bench/dataset.sql) into database $1 (default
+# $PGDATABASE): organisations, providers and keys, then each organisation's
+# members by one full sync, with progress.
+mb_load_dataset() {
+	local db=${1:-$PGDATABASE} slug size start
+	psql -X -q -v ON_ERROR_STOP=1 -d "$db" -f "$MB_ROOT/bench/dataset.sql" -c 'SELECT dataset.create_tenants()' >/dev/null ||
+		return 1
+	mb_log "data set: 9 organisations, $(psql -X -At -d "$db" -c 'SELECT count(*) FROM dataset.providers') providers, $(psql -X -At -d "$db" -c 'SELECT count(*) FROM dataset.keys') API keys"
+	while read -r slug size; do
+		start=$(date +%s%3N)
+		psql -X -q -At -v ON_ERROR_STOP=1 -d "$db" \
+			-c "SELECT membership_api.sync_members(dataset.member_list('$slug'), 'full', dataset.org_key('$slug'))" >/dev/null ||
+			return 1
+		mb_log "data set: $slug: $size members synced in $(mb_elapsed "$start") s"
+	done < <(psql -X -At -F ' ' -d "$db" -c 'SELECT slug, size FROM dataset.organisations ORDER BY size DESC')
+	psql -X -q -d "$db" -c 'VACUUM ANALYZE' >/dev/null
 }

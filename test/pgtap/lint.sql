@@ -97,9 +97,8 @@ SELECT is_empty(
 
 SELECT is_empty(
     $$SELECT fn FROM ext_functions WHERE lanname IN ('plpgsql', 'sql')
-      AND NOT coalesce(proconfig::text LIKE '%search_path=%', false)
-      AND fn NOT LIKE 'membership.sync_input(%' AND fn NOT LIKE 'membership.sync_dependents_input(%'$$,
-    'every SQL and PL/pgSQL function pins search_path, except those written to be inlined');
+      AND NOT coalesce(proconfig::text LIKE '%search_path=%', false)$$,
+    'every SQL and PL/pgSQL function pins search_path');
 
 SELECT is_empty(
     $$SELECT fn FROM ext_functions f, aclexplode(f.proacl) a WHERE a.grantee = 0$$,

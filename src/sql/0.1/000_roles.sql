@@ -41,3 +41,11 @@ GRANT USAGE ON SCHEMA membership TO membership_owner, membership_worker,
 GRANT USAGE ON SCHEMA membership_api TO membership_owner, membership_provider,
     membership_member, membership_org_admin, membership_platform_admin;
 
+
+-- Bulk operations (member sync) stage their input in temporary tables.
+DO $temp$
+BEGIN
+    EXECUTE pg_catalog.format('GRANT TEMPORARY ON DATABASE %I TO membership_owner',
+                              pg_catalog.current_database());
+END
+$temp$;

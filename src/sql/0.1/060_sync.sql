@@ -25,126 +25,123 @@ CREATE FUNCTION membership.is_iso_date(value text) RETURNS boolean
     END
 $$;
 
--- What is wrong with one dependent of a sync element, or NULL.
-CREATE FUNCTION membership.sync_dependent_problem(d jsonb) RETURNS text
-    LANGUAGE sql IMMUTABLE PARALLEL SAFE
+-- The first thing wrong with a sync payload, or NULL: one set-based pass
+-- over every element, every key and every dependent, reporting the problem
+-- of the lowest position as "members[i] ...".
+CREATE FUNCTION membership.sync_problem(members jsonb) RETURNS text
+    LANGUAGE sql STABLE PARALLEL SAFE
     SET search_path = pg_catalog, membership, pg_temp
     AS $$
-    SELECT CASE
-        WHEN jsonb_typeof(d) <> 'object' THEN 'is not a JSON object'
-        WHEN EXISTS (SELECT FROM jsonb_object_keys(d) AS k
-                     WHERE k NOT IN ('email', 'name', 'relationship'))
-            THEN format('has unknown key "%s"',
-                        (SELECT k FROM jsonb_object_keys(d) AS k
-                         WHERE k NOT IN ('email', 'name', 'relationship') ORDER BY k LIMIT 1))
-        WHEN jsonb_typeof(d->'email') IS DISTINCT FROM 'string' THEN 'lacks "email"'
-        WHEN NOT membership.is_valid_email(d->>'email')
-            THEN format('has an invalid email address "%s"', d->>'email')
-        WHEN d ? 'name' AND jsonb_typeof(d->'name') NOT IN ('string', 'null')
-            THEN '"name" must be a string'
-        WHEN length(btrim(d->>'name')) > 200 THEN '"name" is longer than 200 characters'
-        WHEN d ? 'relationship' AND (jsonb_typeof(d->'relationship') <> 'string'
-             OR d->>'relationship' NOT IN ('spouse', 'partner', 'child', 'parent', 'other'))
-            THEN format('has unknown relationship %s', d->'relationship')
-    END
+    WITH element AS (
+        SELECT t.ord, t.e, jsonb_typeof(t.e) = 'object' AS is_object
+        FROM jsonb_array_elements(members) WITH ORDINALITY AS t(e, ord)
+    ), dependent AS (
+        SELECT e.ord, d.dord, d.d
+        FROM element e,
+             jsonb_array_elements(CASE WHEN jsonb_typeof(e.e->'dependents') = 'array'
+                                       THEN e.e->'dependents' ELSE '[]' END) WITH ORDINALITY AS d(d, dord)
+    ), problem AS (
+        SELECT ord, 0 AS pos, '' AS key, 'is not a JSON object' AS problem
+        FROM element WHERE NOT is_object
+        UNION ALL
+        SELECT ord, 1, '', 'lacks "external_id"'
+        FROM element WHERE is_object AND coalesce(jsonb_typeof(e->'external_id'), 'null') = 'null'
+        UNION ALL
+        SELECT e.ord, 2, f.key,
+               CASE f.key
+               WHEN 'external_id' THEN CASE
+                   WHEN jsonb_typeof(f.value) = 'null' THEN NULL
+                   WHEN jsonb_typeof(f.value) NOT IN ('string', 'number') THEN '"external_id" must be a string'
+                   WHEN btrim(f.value #>> '{}') = '' THEN 'has an empty "external_id"'
+                   WHEN length(btrim(f.value #>> '{}')) > 200 THEN '"external_id" is longer than 200 characters'
+                   END
+               WHEN 'email' THEN CASE
+                   WHEN jsonb_typeof(f.value) = 'null' THEN NULL
+                   WHEN jsonb_typeof(f.value) <> 'string' THEN '"email" must be a string'
+                   WHEN NOT membership.is_valid_email(f.value #>> '{}')
+                       THEN format('has an invalid email address "%s"', f.value #>> '{}')
+                   END
+               WHEN 'status' THEN CASE
+                   WHEN jsonb_typeof(f.value) <> 'string'
+                        OR f.value #>> '{}' NOT IN ('active', 'inactive', 'suspended', 'lapsed', 'removed')
+                       THEN format('has unknown status %s', f.value)
+                   END
+               WHEN 'membership_tier' THEN CASE
+                   WHEN jsonb_typeof(f.value) <> 'string' OR f.value #>> '{}' !~ '^[a-z][a-z0-9_]{0,31}$'
+                        OR f.value #>> '{}' = 'dependent'
+                       THEN format('has invalid membership_tier %s', f.value)
+                   END
+               WHEN 'member_since' THEN CASE
+                   WHEN jsonb_typeof(f.value) <> 'string' OR NOT membership.is_iso_date(f.value #>> '{}')
+                       THEN format('has invalid member_since %s (expected YYYY-MM-DD)', f.value)
+                   WHEN (f.value #>> '{}')::date > current_date THEN 'has a member_since in the future'
+                   END
+               WHEN 'profession' THEN CASE
+                   WHEN jsonb_typeof(f.value) = 'null' THEN NULL
+                   WHEN jsonb_typeof(f.value) <> 'string' THEN '"profession" must be a string'
+                   WHEN length(btrim(f.value #>> '{}')) > 200 THEN '"profession" is longer than 200 characters'
+                   END
+               WHEN 'dependents' THEN CASE
+                   WHEN jsonb_typeof(f.value) NOT IN ('array', 'null') THEN '"dependents" must be an array'
+                   END
+               ELSE format('has unknown key "%s"', f.key)
+               END
+        FROM element e, jsonb_each(CASE WHEN e.is_object THEN e.e ELSE '{}' END) AS f
+        UNION ALL
+        SELECT d.ord, 3 + d.dord, '', 'dependents[' || d.dord - 1 || '] ' || CASE
+               WHEN jsonb_typeof(d.d) <> 'object' THEN 'is not a JSON object'
+               WHEN EXISTS (SELECT FROM jsonb_object_keys(d.d) AS k WHERE k NOT IN ('email', 'name', 'relationship'))
+                   THEN format('has unknown key "%s"',
+                               (SELECT k FROM jsonb_object_keys(d.d) AS k
+                                WHERE k NOT IN ('email', 'name', 'relationship') ORDER BY k LIMIT 1))
+               WHEN jsonb_typeof(d.d->'email') IS DISTINCT FROM 'string' THEN 'lacks "email"'
+               WHEN NOT membership.is_valid_email(d.d->>'email')
+                   THEN format('has an invalid email address "%s"', d.d->>'email')
+               WHEN d.d ? 'name' AND jsonb_typeof(d.d->'name') NOT IN ('string', 'null')
+                   THEN '"name" must be a string'
+               WHEN length(btrim(d.d->>'name')) > 200 THEN '"name" is longer than 200 characters'
+               WHEN d.d ? 'relationship' AND (jsonb_typeof(d.d->'relationship') <> 'string'
+                    OR d.d->>'relationship' NOT IN ('spouse', 'partner', 'child', 'parent', 'other'))
+                   THEN format('has unknown relationship %s', d.d->'relationship')
+               END
+        FROM dependent d
+    )
+    SELECT format('members[%s] %s', ord - 1, problem)
+    FROM problem
+    WHERE problem IS NOT NULL
+    ORDER BY ord, pos, key
+    LIMIT 1
 $$;
 
--- What is wrong with one sync element, or NULL.
-CREATE FUNCTION membership.sync_member_problem(e jsonb) RETURNS text
-    LANGUAGE sql IMMUTABLE PARALLEL SAFE
-    SET search_path = pg_catalog, membership, pg_temp
-    AS $$
-    SELECT CASE
-        WHEN jsonb_typeof(e) <> 'object' THEN 'is not a JSON object'
-        WHEN EXISTS (SELECT FROM jsonb_object_keys(e) AS k
-                     WHERE k NOT IN ('external_id', 'email', 'status', 'membership_tier',
-                                     'member_since', 'profession', 'dependents'))
-            THEN format('has unknown key "%s"',
-                        (SELECT k FROM jsonb_object_keys(e) AS k
-                         WHERE k NOT IN ('external_id', 'email', 'status', 'membership_tier',
-                                         'member_since', 'profession', 'dependents')
-                         ORDER BY k LIMIT 1))
-        WHEN jsonb_typeof(e->'external_id') IS NULL OR jsonb_typeof(e->'external_id') = 'null'
-            THEN 'lacks "external_id"'
-        WHEN jsonb_typeof(e->'external_id') NOT IN ('string', 'number')
-            THEN '"external_id" must be a string'
-        WHEN btrim(e->>'external_id') = '' THEN 'has an empty "external_id"'
-        WHEN length(btrim(e->>'external_id')) > 200 THEN '"external_id" is longer than 200 characters'
-        WHEN e ? 'email' AND jsonb_typeof(e->'email') NOT IN ('string', 'null')
-            THEN '"email" must be a string'
-        WHEN jsonb_typeof(e->'email') = 'string' AND NOT membership.is_valid_email(e->>'email')
-            THEN format('has an invalid email address "%s"', e->>'email')
-        WHEN e ? 'status' AND (jsonb_typeof(e->'status') <> 'string'
-             OR e->>'status' NOT IN ('active', 'inactive', 'suspended', 'lapsed', 'removed'))
-            THEN format('has unknown status %s', e->'status')
-        WHEN e ? 'membership_tier' AND (jsonb_typeof(e->'membership_tier') <> 'string'
-             OR e->>'membership_tier' !~ '^[a-z][a-z0-9_]{0,31}$'
-             OR e->>'membership_tier' = 'dependent')
-            THEN format('has invalid membership_tier %s', e->'membership_tier')
-        WHEN e ? 'member_since' AND (jsonb_typeof(e->'member_since') <> 'string'
-             OR NOT membership.is_iso_date(e->>'member_since'))
-            THEN format('has invalid member_since %s (expected YYYY-MM-DD)', e->'member_since')
-        WHEN e ? 'profession' AND jsonb_typeof(e->'profession') NOT IN ('string', 'null')
-            THEN '"profession" must be a string'
-        WHEN length(btrim(e->>'profession')) > 200 THEN '"profession" is longer than 200 characters'
-        WHEN e ? 'dependents' AND jsonb_typeof(e->'dependents') NOT IN ('array', 'null')
-            THEN '"dependents" must be an array'
-        WHEN jsonb_typeof(e->'dependents') = 'array' THEN (
-            SELECT format('dependents[%s] %s', d.ord - 1, d.problem)
-            FROM (SELECT x.ord, membership.sync_dependent_problem(x.d) AS problem
-                  FROM jsonb_array_elements(e->'dependents') WITH ORDINALITY AS x(d, ord)) AS d
-            WHERE d.problem IS NOT NULL
-            ORDER BY d.ord LIMIT 1)
-    END
-$$;
-
--- A sync payload as rows: which keys each element carries, and their
--- normalised values.  Not a definer function, so the planner inlines it
--- into each statement that reads it.  (STABLE: dates are parsed.)
+-- A valid sync payload as rows: which keys each element carries, and their
+-- normalised values.
 CREATE FUNCTION membership.sync_input(members jsonb)
     RETURNS TABLE (ord bigint, external_id text, removing boolean,
-                   has_email boolean, email text, has_status boolean, status text,
+                   has_email boolean, email text, status text,
                    has_tier boolean, membership_tier text, has_since boolean, member_since date,
                    has_profession boolean, profession text, has_dependents boolean, dependents jsonb)
     LANGUAGE sql STABLE PARALLEL SAFE
+    SET search_path = pg_catalog, membership, pg_temp
     AS $$
     SELECT t.ord,
-           pg_catalog.btrim(t.e OPERATOR(pg_catalog.->>) 'external_id'),
-           coalesce(t.e OPERATOR(pg_catalog.->>) 'status' OPERATOR(pg_catalog.=) 'removed', false),
-           t.e OPERATOR(pg_catalog.?) 'email',
-           membership.normalize_email(t.e OPERATOR(pg_catalog.->>) 'email'),
-           t.e OPERATOR(pg_catalog.?) 'status',
-           nullif(t.e OPERATOR(pg_catalog.->>) 'status', 'removed'),
-           t.e OPERATOR(pg_catalog.?) 'membership_tier',
-           t.e OPERATOR(pg_catalog.->>) 'membership_tier',
-           t.e OPERATOR(pg_catalog.?) 'member_since',
-           (t.e OPERATOR(pg_catalog.->>) 'member_since')::pg_catalog.date,
-           t.e OPERATOR(pg_catalog.?) 'profession',
-           nullif(pg_catalog.btrim(t.e OPERATOR(pg_catalog.->>) 'profession'), ''),
-           t.e OPERATOR(pg_catalog.?) 'dependents',
-           CASE WHEN pg_catalog.jsonb_typeof(t.e OPERATOR(pg_catalog.->) 'dependents') = 'array'
-                THEN t.e OPERATOR(pg_catalog.->) 'dependents' ELSE '[]' END
-    FROM pg_catalog.jsonb_array_elements(members) WITH ORDINALITY AS t(e, ord)
+           btrim(t.e->>'external_id'),
+           coalesce(t.e->>'status' = 'removed', false),
+           t.e ? 'email', membership.normalize_email(t.e->>'email'),
+           nullif(t.e->>'status', 'removed'),
+           t.e ? 'membership_tier', t.e->>'membership_tier',
+           t.e ? 'member_since', (t.e->>'member_since')::date,
+           t.e ? 'profession', nullif(btrim(t.e->>'profession'), ''),
+           t.e ? 'dependents',
+           CASE WHEN jsonb_typeof(t.e->'dependents') = 'array' THEN t.e->'dependents' ELSE '[]' END
+    FROM jsonb_array_elements(members) WITH ORDINALITY AS t(e, ord)
 $$;
 
--- The synced dependents a payload asks for, by member: for every element
--- that carries "dependents", that list is the member's complete set.
-CREATE FUNCTION membership.sync_dependents_input(p_org uuid, members jsonb)
-    RETURNS TABLE (member_id uuid, email text, name text, relationship text)
-    LANGUAGE sql STABLE PARALLEL SAFE
-    AS $$
-    SELECT m.id,
-           membership.normalize_email(d OPERATOR(pg_catalog.->>) 'email'),
-           nullif(pg_catalog.btrim(d OPERATOR(pg_catalog.->>) 'name'), ''),
-           coalesce(d OPERATOR(pg_catalog.->>) 'relationship', 'other')
-    FROM membership.sync_input(members) AS i
-    JOIN membership.members m
-      ON m.organisation_id OPERATOR(pg_catalog.=) p_org
-     AND m.external_id OPERATOR(pg_catalog.=) i.external_id
-    CROSS JOIN LATERAL pg_catalog.jsonb_array_elements(i.dependents) AS d
-    WHERE i.has_dependents
-$$;
-
+-- Apply a sync payload to one organisation.  The payload is checked first
+-- (nothing changes unless all of it is valid), then parsed once into two
+-- indexed temporary tables with fresh statistics, and applied in a few
+-- set-based statements: removals, updates, inserts, dependents.  The
+-- indexes keep every join linear even when the members table's statistics
+-- are stale, as they are right after an organisation's first sync.
 CREATE FUNCTION membership.apply_member_sync(p_org uuid, p_members jsonb, p_mode text)
     RETURNS jsonb
     LANGUAGE plpgsql
@@ -167,7 +164,7 @@ BEGIN
     END IF;
     IF p_mode IS NULL OR p_mode NOT IN ('delta', 'full') THEN
         RAISE EXCEPTION USING ERRCODE = 'invalid_parameter_value',
-            MESSAGE = format('unknown sync mode %s', coalesce(quote_literal(p_mode), 'NULL')),
+            MESSAGE = format('unknown sync mode %s', coalesce('"' || p_mode || '"', 'NULL')),
             HINT = 'Use "delta" or "full".';
     END IF;
     IF jsonb_typeof(p_members) <> 'array' THEN
@@ -180,34 +177,39 @@ BEGIN
             MESSAGE = 'a full sync needs at least one member',
             DETAIL = 'An empty full sync would remove every member of the organisation.';
     END IF;
+    v_problem := membership.sync_problem(p_members);
+    IF v_problem IS NOT NULL THEN
+        RAISE EXCEPTION USING ERRCODE = 'invalid_parameter_value',
+            MESSAGE = 'invalid member list: ' || v_problem,
+            DETAIL = 'Nothing was changed.';
+    END IF;
 
-    SELECT format('members[%s] %s', x.ord - 1, x.problem) INTO v_problem
-    FROM (SELECT t.ord, membership.sync_member_problem(t.e) AS problem
-          FROM jsonb_array_elements(p_members) WITH ORDINALITY AS t(e, ord)) AS x
-    WHERE x.problem IS NOT NULL
-    ORDER BY x.ord LIMIT 1;
-    IF v_problem IS NULL THEN
-        SELECT format('members[%s] has a member_since in the future', i.ord - 1) INTO v_problem
-        FROM membership.sync_input(p_members) AS i
-        WHERE i.member_since > current_date
-        ORDER BY i.ord LIMIT 1;
+    -- a second sync in the same transaction replaces the first one's tables
+    IF to_regclass('pg_temp.membership_sync_members') IS NOT NULL THEN
+        DROP TABLE pg_temp.membership_sync_members;
     END IF;
-    IF v_problem IS NULL THEN
-        SELECT format('external_id "%s" appears more than once', i.external_id) INTO v_problem
-        FROM membership.sync_input(p_members) AS i
-        GROUP BY i.external_id HAVING count(*) > 1
-        ORDER BY min(i.ord) LIMIT 1;
+    IF to_regclass('pg_temp.membership_sync_dependents') IS NOT NULL THEN
+        DROP TABLE pg_temp.membership_sync_dependents;
     END IF;
+    CREATE TEMPORARY TABLE membership_sync_members ON COMMIT DROP AS
+        SELECT * FROM membership.sync_input(p_members);
+    CREATE INDEX ON pg_temp.membership_sync_members (external_id);
+    ANALYZE pg_temp.membership_sync_members;
+
+    SELECT format('external_id "%s" appears more than once', i.external_id) INTO v_problem
+    FROM pg_temp.membership_sync_members i
+    GROUP BY i.external_id HAVING count(*) > 1
+    ORDER BY min(i.ord) LIMIT 1;
     IF v_problem IS NULL THEN
         SELECT format('email address "%s" appears more than once', i.email) INTO v_problem
-        FROM membership.sync_input(p_members) AS i
+        FROM pg_temp.membership_sync_members i
         WHERE i.email IS NOT NULL AND NOT i.removing
         GROUP BY i.email HAVING count(*) > 1
         ORDER BY min(i.ord) LIMIT 1;
     END IF;
     IF v_problem IS NULL THEN
         SELECT format('dependent email address "%s" appears more than once', e) INTO v_problem
-        FROM membership.sync_input(p_members) AS i,
+        FROM pg_temp.membership_sync_members i,
              jsonb_array_elements(i.dependents) AS d,
              membership.normalize_email(d->>'email') AS e
         GROUP BY e HAVING count(*) > 1
@@ -229,7 +231,7 @@ BEGIN
                 UPDATE membership.members m
                 SET removed_at = now(), updated_at = now()
                 WHERE m.organisation_id = p_org AND m.removed_at IS NULL
-                  AND NOT EXISTS (SELECT FROM membership.sync_input(p_members) AS i
+                  AND NOT EXISTS (SELECT FROM pg_temp.membership_sync_members i
                                   WHERE i.external_id = m.external_id)
                 RETURNING 1)
             SELECT count(*) INTO v_absent FROM gone;
@@ -238,16 +240,16 @@ BEGIN
         WITH changed AS (
             UPDATE membership.members m
             SET email = CASE WHEN i.has_email THEN i.email ELSE m.email END,
-                status = CASE WHEN i.status IS NOT NULL THEN i.status ELSE m.status END,
+                status = coalesce(i.status, m.status),
                 membership_tier = CASE WHEN i.has_tier THEN i.membership_tier ELSE m.membership_tier END,
                 member_since = CASE WHEN i.has_since THEN i.member_since ELSE m.member_since END,
                 profession = CASE WHEN i.has_profession THEN i.profession ELSE m.profession END,
                 removed_at = CASE WHEN i.removing THEN coalesce(m.removed_at, now()) END,
                 updated_at = now()
-            FROM membership.sync_input(p_members) AS i
+            FROM pg_temp.membership_sync_members i
             WHERE m.organisation_id = p_org AND m.external_id = i.external_id
               AND ((i.has_email AND i.email IS DISTINCT FROM m.email)
-                   OR (i.status IS NOT NULL AND i.status <> m.status)
+                   OR i.status <> m.status
                    OR (i.has_tier AND i.membership_tier <> m.membership_tier)
                    OR (i.has_since AND i.member_since <> m.member_since)
                    OR (i.has_profession AND i.profession IS DISTINCT FROM m.profession)
@@ -263,7 +265,7 @@ BEGIN
             SELECT p_org, i.external_id, i.email, coalesce(i.status, 'active'),
                    coalesce(i.membership_tier, 'full'), coalesce(i.member_since, current_date),
                    i.profession
-            FROM membership.sync_input(p_members) AS i
+            FROM pg_temp.membership_sync_members i
             WHERE NOT i.removing
               AND NOT EXISTS (SELECT FROM membership.members m
                               WHERE m.organisation_id = p_org AND m.external_id = i.external_id)
@@ -272,27 +274,37 @@ BEGIN
 
         -- Dependents: for every element that lists them, the list is the
         -- complete set of that member's synced dependents.
+        CREATE TEMPORARY TABLE membership_sync_dependents ON COMMIT DROP AS
+            SELECT m.id AS member_id, membership.normalize_email(d->>'email') AS email,
+                   nullif(btrim(d->>'name'), '') AS name, coalesce(d->>'relationship', 'other') AS relationship
+            FROM pg_temp.membership_sync_members i
+            JOIN membership.members m ON m.organisation_id = p_org AND m.external_id = i.external_id
+            CROSS JOIN LATERAL jsonb_array_elements(i.dependents) AS d
+            WHERE i.has_dependents;
+        CREATE INDEX ON pg_temp.membership_sync_dependents (member_id, email);
+        ANALYZE pg_temp.membership_sync_dependents;
+
         WITH dropped AS (
             UPDATE membership.dependents x SET removed_at = now()
-            FROM membership.sync_input(p_members) AS i
+            FROM pg_temp.membership_sync_members i
             JOIN membership.members m ON m.organisation_id = p_org AND m.external_id = i.external_id
             WHERE i.has_dependents AND x.member_id = m.id
               AND x.source = 'sync' AND x.removed_at IS NULL
-              AND NOT EXISTS (SELECT FROM membership.sync_dependents_input(p_org, p_members) AS w
+              AND NOT EXISTS (SELECT FROM pg_temp.membership_sync_dependents w
                               WHERE w.member_id = x.member_id AND w.email = x.email)
             RETURNING 1)
         SELECT count(*) INTO v_dep_removed FROM dropped;
 
         UPDATE membership.dependents x
         SET name = w.name, relationship = w.relationship
-        FROM membership.sync_dependents_input(p_org, p_members) AS w
+        FROM pg_temp.membership_sync_dependents w
         WHERE x.member_id = w.member_id AND x.email = w.email AND x.removed_at IS NULL
           AND (x.name IS DISTINCT FROM w.name OR x.relationship <> w.relationship);
 
         WITH added AS (
             INSERT INTO membership.dependents (organisation_id, member_id, email, name, relationship, source)
             SELECT p_org, w.member_id, w.email, w.name, w.relationship, 'sync'
-            FROM membership.sync_dependents_input(p_org, p_members) AS w
+            FROM pg_temp.membership_sync_dependents w
             WHERE NOT EXISTS (SELECT FROM membership.dependents x
                               WHERE x.member_id = w.member_id AND x.email = w.email
                                 AND x.removed_at IS NULL)
