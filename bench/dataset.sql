@@ -93,7 +93,7 @@ $$;
 CREATE FUNCTION dataset.member_list(slug text, size integer DEFAULT NULL) RETURNS jsonb
     LANGUAGE sql STABLE AS $$
     SELECT jsonb_agg(dataset.member(o, i) ORDER BY i)
-    FROM dataset.organisations o, generate_series(1, coalesce(size, o.size)) AS i
+    FROM dataset.organisations o, generate_series(1, coalesce(member_list.size, o.size)) AS i
     WHERE o.slug = member_list.slug
 $$;
 

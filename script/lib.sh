@@ -143,7 +143,8 @@ mb_teardown() {
 }
 
 # Build, install privately and start the main cluster with a "membership"
-# database holding the extension.  Cleans up on exit.
+# database holding the extension (PGDATABASE points at it).  Cleans up on
+# exit.
 mb_setup() {
 	"$MB_ROOT/script/bootstrap"
 	mb_build
@@ -159,6 +160,7 @@ mb_setup() {
 	mb_use_cluster main
 	psql -q -X -v ON_ERROR_STOP=1 -d postgres -c 'CREATE DATABASE membership' >/dev/null
 	export PGDATABASE=membership
+	psql -q -X -v ON_ERROR_STOP=1 -c 'CREATE EXTENSION membership' >/dev/null
 }
 
 # Load the realistic data set (bench/dataset.sql) into database $1 (default
@@ -178,3 +180,22 @@ mb_load_dataset() {
 	done < <(psql -X -At -F ' ' -d "$db" -c 'SELECT slug, size FROM dataset.organisations ORDER BY size DESC')
 	psql -X -q -d "$db" -c 'VACUUM ANALYZE' >/dev/null
 }
+
+# mb_pgbench CLIENTS SECONDS SCRIPT [pgbench options...]: run a pgbench
+# script with prepared statements over the Unix socket, one thread per
+# client, and print "tps p99_ms".
+mb_pgbench() {
+	local clients=$1 secs=$2 script=$3 dir tps p99
+	shift 3
+	dir=$(mktemp -d "$MB_WORK/pgbench.XXXXXX")
+	(cd "$dir" && pgbench -n -M prepared -c "$clients" -j "$clients" -T "$secs" -l \
+		-f "$script" "$@" >out.txt 2>&1) || { cat "$dir/out.txt" >&2; return 1; }
+	tps=$(sed -n 's/^tps = \([0-9.]*\) .*/\1/p' "$dir/out.txt")
+	p99=$(cat "$dir"/pgbench_log.* | awk '{ print $3 }' | sort -n |
+		awk '{ a[NR] = $1 } END { i = int(NR * 0.99); if (i < 1) i = 1; printf "%.3f", a[i] / 1000 }')
+	rm -rf "$dir"
+	printf '%.0f %s\n' "$tps" "$p99"
+}
+
+# A ratio of two numbers, two decimals.
+mb_ratio() { awk -v a="$1" -v b="$2" 'BEGIN { printf "%.2f", (b > 0 ? a / b : 0) }'; }
