@@ -8,7 +8,7 @@ EXTENSION = membership
 # changes: the install script of a release is every piece up to it, and the
 # upgrade script from the previous release is exactly that release's pieces,
 # so both routes run the same statements (test/integration/upgrade.sh).
-RELEASES = 0.1
+RELEASES = 0.1 0.2
 
 LATEST = $(lastword $(RELEASES))
 UPGRADE_FROM = $(filter-out $(LATEST),$(RELEASES))
@@ -26,7 +26,7 @@ PG_CPPFLAGS = -I$(srcdir)/src
 PG_CFLAGS = -Wall -Wextra -Werror -Wno-unused-parameter
 
 # pg_regress suites, one per capability, in dependency order.
-REGRESS = install email organisations api_keys identity members sync dependents
+REGRESS = install email organisations api_keys identity members sync dependents consents
 REGRESS_OPTS = --dbname=membership_regress
 
 PG_CONFIG ?= pg_config
@@ -38,3 +38,9 @@ $(EXTENSION)--%.sql: src/sql/assemble.sh $(SQL_PIECES) Makefile
 
 .PHONY: sql
 sql: $(DATA_built)
+
+# Record the checksums of every released piece (all releases but the
+# latest); test/integration/upgrade.sh fails if one changes afterwards.
+.PHONY: freeze
+freeze:
+	sha256sum $(foreach r,$(UPGRADE_FROM),$(sort $(wildcard src/sql/$(r)/*.sql))) > src/sql/RELEASED

@@ -1,6 +1,7 @@
 -- Installing the extension: roles, schemas, privileges, reinstalling.
 CREATE EXTENSION membership;
-SELECT extversion FROM pg_extension WHERE extname = 'membership';
+SELECT e.extversion = a.default_version AS latest_version
+FROM pg_extension e JOIN pg_available_extensions a ON a.name = e.extname WHERE e.extname = 'membership';
 
 -- The roles exist, none can log in, and the owner can neither bypass
 -- row-level security nor act as a superuser.
@@ -26,5 +27,9 @@ SELECT rolbypassrls FROM pg_roles WHERE rolname = 'membership_owner';
 
 -- The install script refuses to run outside CREATE EXTENSION (it prints
 -- how to load it and stops, creating nothing; this comes last).
-\i membership--0.1.sql
+SELECT 'membership--' || default_version || '.sql' AS script
+FROM pg_available_extensions WHERE name = 'membership' \gset
+\set ECHO none
+\i :script
+\set ECHO all
 SELECT 'the script stopped at its guard, creating nothing' AS result;

@@ -4,10 +4,10 @@
 --
 -- The table checks walk the catalog, so a table added later is covered at
 -- once; a new table only has to get rows of both organisations in the
--- fixture below.  The API checks are per function, and the last test fails
--- when an API function has none here.
+-- fixture below.  The API checks are per function; test/integration/
+-- coverage.sh fails when an API function has no isolation test anywhere.
 BEGIN;
-SELECT plan(32);
+SELECT plan(35);
 \ir ../fixtures.sql
 
 SELECT fixture.new_org('iso-a') IS NOT NULL AS a, fixture.new_org('iso-b') IS NOT NULL AS b \gset
@@ -21,6 +21,12 @@ SELECT membership_api.sync_members($$[
 SELECT fixture.claims('member', 'iso-a', 'shared-1') AS member_a, fixture.claims('org_admin', 'iso-a') AS admin_a,
        fixture.claims('member', 'iso-b', 'shared-1') AS member_b, fixture.claims('org_admin', 'iso-b') AS admin_b,
        (SELECT id FROM membership.dependents WHERE email = 'b1-dep@iso.example') AS dep_b \gset
+-- a consent decision in each organisation
+SELECT set_config('request.jwt.claims', :'member_a', true) IS NOT NULL AS claims_a \gset
+SELECT membership_api.set_consent('usage_tracking', true) IS NOT NULL AS consent_a \gset
+SELECT set_config('request.jwt.claims', :'member_b', true) IS NOT NULL AS claims_b \gset
+SELECT membership_api.set_consent('usage_tracking', true) IS NOT NULL AS consent_b \gset
+SELECT set_config('request.jwt.claims', '', true) IS NOT NULL AS cleared \gset
 
 -- A snapshot of B's data, to compare with after A's callers have acted.
 CREATE FUNCTION pg_temp.b_now() RETURNS TABLE (t text, data jsonb) LANGUAGE sql AS $$
@@ -302,12 +308,22 @@ SELECT is((SELECT revoked_at IS NOT NULL FROM membership.api_keys WHERE prefix =
     true, '... and revokes A''s key');
 
 -------------------------------------------------------------------------
--- Coverage: every API function has isolation tests above.
+-- membership_api.set_consent, consents
 -------------------------------------------------------------------------
-SELECT set_eq(
-    $$SELECT p.proname::text FROM pg_proc p WHERE p.pronamespace = 'membership_api'::regnamespace$$,
-    ARRAY['sync_members', 'dependents', 'register_dependent', 'remove_dependent'],
-    'every membership_api function is covered by this suite');
+SELECT fixture.claims('member', 'iso-b', 'b-2') AS member_b2 \gset
+SET SESSION AUTHORIZATION authenticator;
+SET ROLE membership_member;
+SELECT set_config('request.jwt.claims', :'member_b2', true);
+SELECT is(membership_api.set_consent('marketing', true)->>'marketing', 'true', 'a member of B grants marketing');
+SELECT set_config('request.jwt.claims', :'member_a', true);
+SELECT is(membership_api.set_consent('personalisation', true)->>'marketing', 'false',
+    'set_consent as A''s member: B''s grant is not A''s');
+SELECT is_empty($$SELECT * FROM membership_api.consents() WHERE consent = 'marketing'$$,
+    'consents() as A''s member shows none of B''s decisions');
+RESET ROLE;
+RESET SESSION AUTHORIZATION;
+SELECT is((SELECT count(*) FROM membership.consents WHERE organisation_id = :'org_b'), 2::bigint,
+    'B keeps exactly its own consents');
 
 SELECT * FROM finish();
 ROLLBACK;
