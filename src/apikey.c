@@ -1,13 +1,18 @@
 /*-------------------------------------------------------------------------
  *
  * apikey.c
- *	  API keys: their format, generation, hashing and lookup.
+ *	  API keys: their format, generation, lookup and resolution.
  *
  * A key looks like "mk_" + 8 public characters + "_" + 52 secret
  * characters, all from the RFC 4648 base32 alphabet in lower case: 40 bits
  * of public id and 260 bits of secret.  The first 11 characters are the
  * public prefix shown in listings; the database keeps only the prefix and
  * the SHA-256 hash of the whole key, so the secret is seen once, at issue.
+ *
+ * apikey_resolve() is the one way a presented key becomes an ApiKeyInfo,
+ * for the PL/pgSQL API functions (through identity.c) and for
+ * verify_member alike: format check, hash, cache (keycache.c) or table,
+ * then revoked and expired keys refused with PT401.
  *
  *-------------------------------------------------------------------------
  */
@@ -21,6 +26,7 @@
 #include "utils/builtins.h"
 #include "utils/fmgroids.h"
 #include "utils/rel.h"
+#include "utils/snapmgr.h"
 #include "utils/timestamp.h"
 
 #include "membership.h"
@@ -61,71 +67,132 @@ apikey_parse(const char *key, size_t len)
 
 /*
  * The api_keys row whose "column" equals "value", through the unique index
- * "index", or NULL.  "rel" must be open.
+ * "index", read with "snapshot", or NULL.  "rel" must be open.
  */
 static HeapTuple
-fetch_key(Relation rel, const char *column, const char *index, Oid eqproc, Datum value)
+fetch_key(Relation rel, const char *column, const char *index, Oid eqproc,
+		  Datum value, Snapshot snapshot)
 {
 	ScanKeyData skey;
 
 	ScanKeyInit(&skey, membership_attnum(rel, column), BTEqualStrategyNumber, eqproc, value);
-	return membership_fetch_unique(rel, membership_relid(index), 1, &skey);
+	return membership_fetch_unique(rel, membership_relid(index), 1, &skey, snapshot);
+}
+
+/* The plan's limit per minute, -1 when unlimited (or the plan is gone). */
+static int32
+plan_limit(Datum plan, Snapshot snapshot)
+{
+	Relation	rel = table_open(membership_relid("plans"), AccessShareLock);
+	ScanKeyData skey;
+	HeapTuple	tuple;
+	int32		limit = -1;
+
+	ScanKeyInit(&skey, membership_attnum(rel, "plan"), BTEqualStrategyNumber, F_TEXTEQ, plan);
+	tuple = membership_fetch_unique(rel, membership_relid("plans_pkey"), 1, &skey, snapshot);
+	if (tuple != NULL)
+	{
+		bool		isnull;
+		Datum		d = heap_getattr(tuple, membership_attnum(rel, "requests_per_minute"),
+									 RelationGetDescr(rel), &isnull);
+
+		if (!isnull)
+			limit = DatumGetInt32(d);
+	}
+	table_close(rel, AccessShareLock);
+	return limit;
 }
 
 /*
- * Find the key with this hash.  On a hit, fill in the caller it identifies
- * and set "state" to "active", "revoked" or "expired".
+ * Read the key with this hash, and its plan's limit, from the tables with
+ * a snapshot taken now (see keycache.c for why now).  False when unknown.
  */
 bool
-apikey_lookup(bytea *hash, Caller *caller, char *state, size_t statelen)
+apikey_fetch(const uint8 *hash, ApiKeyInfo *info)
 {
 	Relation	rel;
 	HeapTuple	tuple;
 	TupleDesc	desc;
+	Snapshot	snapshot;
 	Datum		d;
 	bool		isnull;
 
+	snapshot = RegisterSnapshot(GetLatestSnapshot());
 	rel = table_open(membership_relid("api_keys"), AccessShareLock);
 	desc = RelationGetDescr(rel);
 	tuple = fetch_key(rel, "key_hash", "api_keys_key_hash_idx", F_BYTEAEQ,
-					  PointerGetDatum(hash));
+					  PointerGetDatum(membership_digest_bytea(hash)), snapshot);
 	if (tuple == NULL)
 	{
 		table_close(rel, AccessShareLock);
+		UnregisterSnapshot(snapshot);
 		return false;
 	}
 
-	memset(caller, 0, sizeof(*caller));
-	caller->api_key_id = DatumGetInt64(heap_getattr(tuple, membership_attnum(rel, "id"),
-													desc, &isnull));
-	caller->has_org = true;
-	memcpy(&caller->org_id,
-		   DatumGetUUIDP(heap_getattr(tuple, membership_attnum(rel, "organisation_id"),
-									  desc, &isnull)),
+	memset(info, 0, sizeof(*info));
+	info->key_id = DatumGetInt64(heap_getattr(tuple, membership_attnum(rel, "id"), desc, &isnull));
+	memcpy(&info->org_id,
+		   DatumGetUUIDP(heap_getattr(tuple, membership_attnum(rel, "organisation_id"), desc, &isnull)),
 		   sizeof(pg_uuid_t));
 	d = heap_getattr(tuple, membership_attnum(rel, "provider_id"), desc, &isnull);
 	if (!isnull)
 	{
-		caller->kind = CALLER_PROVIDER;
-		caller->has_provider = true;
-		memcpy(&caller->provider_id, DatumGetUUIDP(d), sizeof(pg_uuid_t));
+		info->has_provider = true;
+		memcpy(&info->provider_id, DatumGetUUIDP(d), sizeof(pg_uuid_t));
 	}
-	else
-		caller->kind = CALLER_ORGANISATION;
-
-	strlcpy(state, "active", statelen);
 	heap_getattr(tuple, membership_attnum(rel, "revoked_at"), desc, &isnull);
+	info->revoked = !isnull;
+	d = heap_getattr(tuple, membership_attnum(rel, "expires_at"), desc, &isnull);
 	if (!isnull)
-		strlcpy(state, "revoked", statelen);
-	else
 	{
-		d = heap_getattr(tuple, membership_attnum(rel, "expires_at"), desc, &isnull);
-		if (!isnull && DatumGetTimestampTz(d) <= GetCurrentTimestamp())
-			strlcpy(state, "expired", statelen);
+		info->has_expiry = true;
+		info->expires_at = DatumGetTimestampTz(d);
 	}
+	d = heap_getattr(tuple, membership_attnum(rel, "prefix"), desc, &isnull);
+	text_to_cstring_buffer(DatumGetTextPP(d), info->prefix, sizeof(info->prefix));
+	d = heap_getattr(tuple, membership_attnum(rel, "plan"), desc, &isnull);
+	info->requests_per_minute = plan_limit(d, snapshot);
 
 	table_close(rel, AccessShareLock);
+	UnregisterSnapshot(snapshot);
 	return true;
+}
+
+/*
+ * Resolve a presented key ("source" says where it came from, for the
+ * error message), refusing malformed, unknown, revoked and expired keys
+ * with PT401.
+ */
+void
+apikey_resolve(const char *key, size_t len, const char *source, ApiKeyInfo *info)
+{
+	switch (keycache_resolve(key, len, info))
+	{
+		case KEY_FOUND:
+			break;
+		case KEY_MALFORMED:
+			ereport(ERROR,
+					(errcode(ERRCODE_MEMBERSHIP_UNAUTHORIZED),
+					 errmsg("invalid API key"),
+					 errdetail("The key in %s is not a membership API key.", source)));
+			break;
+		case KEY_UNKNOWN:
+			ereport(ERROR,
+					(errcode(ERRCODE_MEMBERSHIP_UNAUTHORIZED),
+					 errmsg("invalid API key"),
+					 errdetail("No API key matches the key in %s.", source)));
+			break;
+	}
+
+	if (info->revoked)
+		ereport(ERROR,
+				(errcode(ERRCODE_MEMBERSHIP_UNAUTHORIZED),
+				 errmsg("API key \"%s\" has been revoked", info->prefix)));
+	if (info->has_expiry && info->expires_at <= GetCurrentTimestamp())
+		ereport(ERROR,
+				(errcode(ERRCODE_MEMBERSHIP_UNAUTHORIZED),
+				 errmsg("API key \"%s\" has expired", info->prefix),
+				 errdetail("The key was rotated and its overlap period has ended.")));
 }
 
 /*
@@ -154,10 +221,10 @@ membership_locate_api_key(PG_FUNCTION_ARGS)
 	rel = table_open(membership_relid("api_keys"), AccessShareLock);
 	if (apikey_parse(str, len))
 		tuple = fetch_key(rel, "key_hash", "api_keys_key_hash_idx", F_BYTEAEQ,
-						  PointerGetDatum(membership_sha256_bytea(str, len)));
+						  PointerGetDatum(membership_sha256_bytea(str, len)), GetActiveSnapshot());
 	else if (len == API_KEY_PUBLIC_LEN)
 		tuple = fetch_key(rel, "prefix", "api_keys_prefix_key", F_TEXTEQ,
-						  PointerGetDatum(key));
+						  PointerGetDatum(key), GetActiveSnapshot());
 	else
 		tuple = NULL;
 

@@ -22,8 +22,33 @@
 #define EMAIL_LOCAL_MAX_LEN	64
 
 PG_FUNCTION_INFO_V1(membership_normalize_email);
+
 PG_FUNCTION_INFO_V1(membership_is_valid_email);
 PG_FUNCTION_INFO_V1(membership_email_hash);
+
+/* characters that never appear in an address we accept, besides "@" */
+static bool
+is_forbidden(unsigned char c)
+{
+	switch (c)
+	{
+		case '<':
+		case '>':
+		case '(':
+		case ')':
+		case '[':
+		case ']':
+		case '\\':
+		case ',':
+		case ';':
+		case ':':
+		case '"':
+		case 0x7f:
+			return true;
+		default:
+			return c <= ' ';
+	}
+}
 
 static bool
 is_space(char c)
@@ -72,7 +97,7 @@ email_is_valid(const char *email, size_t len)
 	{
 		unsigned char c = (unsigned char) email[i];
 
-		if (c <= ' ' || c == 0x7f || strchr("<>()[]\\,;:\"", c) != NULL)
+		if (is_forbidden(c))
 			return false;
 		if (c == '@')
 		{

@@ -30,6 +30,7 @@
 #include "utils/builtins.h"
 #include "utils/fmgroids.h"
 #include "utils/rel.h"
+#include "utils/snapmgr.h"
 #include "utils/guc.h"
 
 #include "membership.h"
@@ -108,31 +109,16 @@ parse_uuid(const char *s, pg_uuid_t *uuid)
 static void
 resolve_api_key(const char *key, size_t len, const char *source, Caller *caller)
 {
-	char		state[16];
-	char		prefix[16];
+	ApiKeyInfo	info;
 
-	if (!apikey_parse(key, len))
-		ereport(ERROR,
-				(errcode(ERRCODE_MEMBERSHIP_UNAUTHORIZED),
-				 errmsg("invalid API key"),
-				 errdetail("The key in %s is not a membership API key.", source)));
-
-	if (!apikey_lookup(membership_sha256_bytea(key, len), caller, state, sizeof(state)))
-		ereport(ERROR,
-				(errcode(ERRCODE_MEMBERSHIP_UNAUTHORIZED),
-				 errmsg("invalid API key"),
-				 errdetail("No API key matches the key in %s.", source)));
-
-	strlcpy(prefix, key, Min(sizeof(prefix), 12));
-	if (strcmp(state, "revoked") == 0)
-		ereport(ERROR,
-				(errcode(ERRCODE_MEMBERSHIP_UNAUTHORIZED),
-				 errmsg("API key \"%s\" has been revoked", prefix)));
-	if (strcmp(state, "expired") == 0)
-		ereport(ERROR,
-				(errcode(ERRCODE_MEMBERSHIP_UNAUTHORIZED),
-				 errmsg("API key \"%s\" has expired", prefix),
-				 errdetail("The key was rotated and its overlap period has ended.")));
+	apikey_resolve(key, len, source, &info);
+	memset(caller, 0, sizeof(*caller));
+	caller->kind = info.has_provider ? CALLER_PROVIDER : CALLER_ORGANISATION;
+	caller->has_org = true;
+	caller->org_id = info.org_id;
+	caller->has_provider = info.has_provider;
+	caller->provider_id = info.provider_id;
+	caller->api_key_id = info.key_id;
 }
 
 /*
@@ -152,7 +138,7 @@ row_exists(const char *relname, const pg_uuid_t *id, const pg_uuid_t *org)
 	rel = table_open(membership_relid(relname), AccessShareLock);
 	ScanKeyInit(&skey, membership_attnum(rel, "id"), BTEqualStrategyNumber,
 				F_UUID_EQ, UUIDPGetDatum(unconstify(pg_uuid_t *, id)));
-	tuple = membership_fetch_unique(rel, membership_relid(indexname), 1, &skey);
+	tuple = membership_fetch_unique(rel, membership_relid(indexname), 1, &skey, GetActiveSnapshot());
 	if (tuple != NULL)
 	{
 		found = true;

@@ -20,6 +20,7 @@
 PG_MODULE_MAGIC;
 
 bool		membership_preloaded = false;
+char	   *membership_database = NULL;
 
 void		_PG_init(void);
 
@@ -28,8 +29,25 @@ _PG_init(void)
 {
 	membership_preloaded = process_shared_preload_libraries_in_progress;
 
+	DefineCustomStringVariable("membership.database",
+							   "Database the extension's background workers connect to.",
+							   "The database where the extension is installed and used; workers "
+							   "record usage and deliver notifications for it alone.",
+							   &membership_database,
+							   "membership",
+							   PGC_POSTMASTER,
+							   0,
+							   NULL, NULL, NULL);
+
 	TenantInit();
 	IdentityInit();
+	KeyCacheInit();
+	UsageInit();
+	AuditInit();
+	VerifyInit();
+	AnswerCacheInit();
+	UsageWorkerInit();
+	MembershipShmemInit();
 
 	MarkGUCPrefixReserved("membership");
 }

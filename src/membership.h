@@ -17,7 +17,10 @@
 
 #include "access/htup.h"
 #include "access/skey.h"
+#include "storage/lwlock.h"
 #include "utils/relcache.h"
+#include "utils/snapshot.h"
+#include "utils/timestamp.h"
 #include "utils/uuid.h"
 
 /*
@@ -28,17 +31,42 @@
 #define ERRCODE_MEMBERSHIP_FORBIDDEN		MAKE_SQLSTATE('P','T','4','0','3')
 #define ERRCODE_MEMBERSHIP_TOO_MANY_REQUESTS MAKE_SQLSTATE('P','T','4','2','9')
 
+#define MEMBERSHIP_SHA256_LEN 32
+
 #define MEMBERSHIP_SCHEMA		"membership"
 #define MEMBERSHIP_OWNER_ROLE	"membership_owner"
 
 /* true when the library was loaded through shared_preload_libraries */
 extern bool membership_preloaded;
 
+/* membership.database: where the background workers connect */
+extern char *membership_database;
+
 /* Subsystem initialisation, called once from _PG_init(). */
 extern void TenantInit(void);
 extern void IdentityInit(void);
+extern void KeyCacheInit(void);
+extern void UsageInit(void);
+extern void AuditInit(void);
+extern void VerifyInit(void);
+extern void UsageWorkerInit(void);
+extern void AnswerCacheInit(void);
 
 extern void membership_require_preload(const char *feature);
+
+/* shmem.c: shared memory, requested and initialised in one place */
+#define KEYCACHE_PARTITIONS 16
+#define USAGE_PARTITIONS	16
+#define ANSWER_PARTITIONS	16
+extern void MembershipShmemInit(void);
+extern Size KeyCacheShmemSize(void);
+extern void KeyCacheShmemInit(LWLockPadded *locks);
+extern Size UsageShmemSize(void);
+extern void UsageShmemInit(LWLockPadded *locks);
+extern Size AuditShmemSize(void);
+extern void AuditShmemInit(void);
+extern Size AnswerCacheShmemSize(void);
+extern void AnswerCacheShmemInit(LWLockPadded *locks);
 
 /*
  * Who is calling.  Resolved once per API call by identity.c from an API key
@@ -81,14 +109,135 @@ extern const char *caller_kind_name(CallerKind kind);
 extern void identity_resolve(text *api_key, Caller *caller);
 
 /* digest.c */
-#define MEMBERSHIP_SHA256_LEN 32
 extern void membership_sha256(const void *data, size_t len, uint8 *digest);
 extern bytea *membership_sha256_bytea(const void *data, size_t len);
+extern bytea *membership_digest_bytea(const uint8 *digest);
+
+/* What the tables say about an API key (apikey.c, keycache.c). */
+typedef struct ApiKeyInfo
+{
+	int64		key_id;
+	pg_uuid_t	org_id;
+	bool		has_provider;
+	pg_uuid_t	provider_id;
+	int32		requests_per_minute;	/* -1: unlimited */
+	bool		revoked;
+	bool		has_expiry;
+	TimestampTz expires_at;
+	char		prefix[16];
+} ApiKeyInfo;
 
 /* apikey.c */
 extern bool apikey_parse(const char *key, size_t len);
-extern bool apikey_lookup(bytea *hash, Caller *caller, char *state,
-						  size_t statelen);
+extern bool apikey_fetch(const uint8 *hash, ApiKeyInfo *info);
+extern void apikey_resolve(const char *key, size_t len, const char *source,
+						   ApiKeyInfo *info);
+
+/* usage.c: per-key, per-minute counters (the rate limiter and meter) */
+typedef enum UsageCounter
+{
+	USAGE_ALLOWED_CALLS = 0,
+	USAGE_REFUSED_CALLS,
+	USAGE_VERIFIED_TRUE,
+	USAGE_VERIFIED_FALSE,
+	USAGE_COUNTERS
+} UsageCounter;
+
+typedef struct UsageTag
+{
+	Oid			dboid;
+	int64		key_id;
+	int64		minute;			/* minutes since the PostgreSQL epoch, UTC */
+} UsageTag;
+
+typedef struct UsageSlot
+{
+	UsageTag	tag;			/* hash key: must be first */
+	pg_atomic_uint64 counts[USAGE_COUNTERS];
+	uint64		flushed[USAGE_COUNTERS];	/* written by the flusher only */
+} UsageSlot;
+
+typedef struct UsageSnapshotEntry
+{
+	UsageTag	tag;
+	uint64		counts[USAGE_COUNTERS];
+} UsageSnapshotEntry;
+
+typedef enum UsageAdmission
+{
+	USAGE_ALLOWED,
+	USAGE_REFUSED,
+	USAGE_UNMETERED				/* the counter table is full: fail open */
+} UsageAdmission;
+
+extern bool verification_limits;
+extern int64 usage_minute(TimestampTz now);
+extern TimestampTz usage_minute_start(int64 minute);
+extern int64 usage_epoch(void);
+extern UsageAdmission usage_admit(int64 key_id, int32 limit, TimestampTz now,
+								  UsageSlot **slot, int *retry_seconds);
+extern void usage_count_result(UsageSlot *slot, bool verified);
+extern UsageSnapshotEntry *usage_collect(int *n);
+extern void usage_flushed(UsageSnapshotEntry *entries, int n, TimestampTz now);
+extern void usage_set_flusher_pid(int pid);
+
+/* audit.c: verification audit records, queued for the flusher */
+typedef enum AuditMode
+{
+	AUDIT_OFF,
+	AUDIT_MISSES,
+	AUDIT_ALL
+} AuditMode;
+
+typedef struct AuditRecord
+{
+	Oid			dboid;
+	TimestampTz at;
+	int64		key_id;
+	pg_uuid_t	org_id;
+	bool		by_email;		/* else by user_id */
+	bool		verified;
+	uint8		subject_hash[MEMBERSHIP_SHA256_LEN];
+} AuditRecord;
+
+extern int	audit_mode;
+extern void audit_enqueue(const AuditRecord *record);
+extern int	audit_peek(AuditRecord *records, int max, uint64 *next);
+extern void audit_advance(uint64 next);
+extern void audit_stats(int64 *queued, int64 *dropped);
+
+/* answercache.c: verification answers, exact at commit */
+typedef struct VerifyAnswer
+{
+	bool		verified;
+	int32		member_since;	/* a DateADT */
+	char		tier[33];
+} VerifyAnswer;
+
+typedef struct AnswerTag
+{
+	Oid			dboid;
+	pg_uuid_t	org_id;
+	bool		by_email;
+	uint8		subject[MEMBERSHIP_SHA256_LEN];
+} AnswerTag;
+
+extern bool answercache_fetch(const pg_uuid_t *org, bool by_email, const uint8 *subject,
+							  AnswerTag *tag, uint64 *generation, VerifyAnswer *answer);
+extern void answercache_store(const AnswerTag *tag, uint64 generation,
+							  const VerifyAnswer *answer);
+extern void answercache_stats(int64 *used, int64 *capacity, int64 *fills, int64 *wipes);
+
+/* keycache.c */
+extern bool keycache_lookup(const uint8 *hash, ApiKeyInfo *info);
+typedef enum KeyLookup
+{
+	KEY_FOUND,
+	KEY_UNKNOWN,
+	KEY_MALFORMED
+} KeyLookup;
+extern KeyLookup keycache_resolve(const char *key, size_t len, ApiKeyInfo *info);
+extern void keycache_stats(int64 *used, int64 *capacity, int64 *fills, int64 *full);
 
 /* email.c */
 extern char *email_normalize(const char *raw, size_t len, size_t *outlen);
@@ -102,6 +251,6 @@ extern bool json_top_level_strings(const char *json, int nfields,
 extern Oid	membership_relid(const char *relname);
 extern AttrNumber membership_attnum(Relation rel, const char *colname);
 extern HeapTuple membership_fetch_unique(Relation rel, Oid indexid, int nkeys,
-										 ScanKey keys);
+										 ScanKey keys, Snapshot snapshot);
 
 #endif							/* MEMBERSHIP_H */

@@ -54,11 +54,12 @@ membership_attnum(Relation rel, const char *colname)
 
 /*
  * Return a copy of the row of "rel" that the unique index "indexid" finds
- * for "keys" (heap attribute numbers), or NULL.  The scan uses the active
- * snapshot, so it sees what the calling statement sees.
+ * for "keys" (heap attribute numbers), or NULL, as "snapshot" sees it
+ * (usually the active snapshot: what the calling statement sees).
  */
 HeapTuple
-membership_fetch_unique(Relation rel, Oid indexid, int nkeys, ScanKey keys)
+membership_fetch_unique(Relation rel, Oid indexid, int nkeys, ScanKey keys,
+						Snapshot snapshot)
 {
 	SysScanDesc scan;
 	HeapTuple	tuple;
@@ -69,7 +70,7 @@ membership_fetch_unique(Relation rel, Oid indexid, int nkeys, ScanKey keys)
 		keys[i].sk_collation = TupleDescAttr(RelationGetDescr(rel),
 											 keys[i].sk_attno - 1)->attcollation;
 
-	scan = systable_beginscan(rel, indexid, true, GetActiveSnapshot(), nkeys, keys);
+	scan = systable_beginscan(rel, indexid, true, snapshot, nkeys, keys);
 	tuple = systable_getnext(scan);
 	if (HeapTupleIsValid(tuple))
 		result = heap_copytuple(tuple);

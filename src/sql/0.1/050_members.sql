@@ -26,8 +26,7 @@ CREATE TABLE membership.members (
     UNIQUE (organisation_id, external_id),
     UNIQUE (id, organisation_id)
 );
--- One current member per address and organisation; verification looks
--- members up through this index.
+-- One current member per address and organisation.
 CREATE UNIQUE INDEX members_email_idx ON membership.members (organisation_id, email_hash)
     WHERE removed_at IS NULL;
 COMMENT ON TABLE membership.members IS
@@ -51,7 +50,9 @@ CREATE TABLE membership.dependents (
     FOREIGN KEY (member_id, organisation_id)
         REFERENCES membership.members (id, organisation_id) ON DELETE CASCADE
 );
-CREATE UNIQUE INDEX dependents_email_idx ON membership.dependents (organisation_id, email_hash)
+-- A member lists a person once; the same person may be the dependent of
+-- several members (a child of two members, say).
+CREATE UNIQUE INDEX dependents_email_idx ON membership.dependents (organisation_id, member_id, email_hash)
     WHERE removed_at IS NULL;
 CREATE INDEX dependents_member_idx ON membership.dependents (member_id);
 COMMENT ON TABLE membership.dependents IS

@@ -208,12 +208,21 @@ BEGIN
         ORDER BY min(i.ord) LIMIT 1;
     END IF;
     IF v_problem IS NULL THEN
-        SELECT format('dependent email address "%s" appears more than once', e) INTO v_problem
+        SELECT format('members[%s] lists dependent email address "%s" more than once', i.ord - 1, e)
+        INTO v_problem
         FROM pg_temp.membership_sync_members i,
              jsonb_array_elements(i.dependents) AS d,
              membership.normalize_email(d->>'email') AS e
-        GROUP BY e HAVING count(*) > 1
-        ORDER BY min(i.ord) LIMIT 1;
+        GROUP BY i.ord, e HAVING count(*) > 1
+        ORDER BY i.ord LIMIT 1;
+    END IF;
+    IF v_problem IS NULL THEN
+        SELECT format('members[%s] lists %s dependents; a member can have at most 10',
+                      i.ord - 1, jsonb_array_length(i.dependents))
+        INTO v_problem
+        FROM pg_temp.membership_sync_members i
+        WHERE jsonb_array_length(i.dependents) > 10
+        ORDER BY i.ord LIMIT 1;
     END IF;
     IF v_problem IS NOT NULL THEN
         RAISE EXCEPTION USING ERRCODE = 'invalid_parameter_value',
@@ -316,10 +325,6 @@ BEGIN
             RAISE EXCEPTION USING ERRCODE = 'unique_violation',
                 MESSAGE = 'invalid member list: an email address already belongs to another member',
                 DETAIL = 'Two current members of one organisation cannot share an address. Nothing was changed.';
-        ELSIF v_constraint = 'dependents_email_idx' THEN
-            RAISE EXCEPTION USING ERRCODE = 'unique_violation',
-                MESSAGE = 'invalid member list: a dependent''s email address is already registered as another dependent',
-                DETAIL = 'Nothing was changed.';
         END IF;
         RAISE;
     END;

@@ -55,15 +55,12 @@ BEGIN
     -- serialise registrations by the same member, so the cap holds
     PERFORM FROM membership.members m WHERE m.id = v_member.id FOR NO KEY UPDATE;
 
+    -- registering the same person again is not an error
     SELECT * INTO v_existing FROM membership.dependents d
-    WHERE d.organisation_id = v_caller.organisation_id
+    WHERE d.organisation_id = v_caller.organisation_id AND d.member_id = v_member.id
       AND d.email_hash = membership.email_hash(v_email) AND d.removed_at IS NULL;
     IF FOUND THEN
-        IF v_existing.member_id = v_member.id THEN
-            RETURN v_existing.id;
-        END IF;
-        RAISE EXCEPTION USING ERRCODE = 'PT409',
-            MESSAGE = 'this email address is already registered as a dependent';
+        RETURN v_existing.id;
     END IF;
     IF (SELECT count(*) FROM membership.dependents d
         WHERE d.member_id = v_member.id AND d.removed_at IS NULL) >= 10 THEN

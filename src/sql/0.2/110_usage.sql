@@ -1,0 +1,171 @@
+-- Verification usage: per key and minute, flushed from shared memory by
+-- the usage flusher (src/usage_worker.c), reported per month for invoices.
+
+CREATE TABLE membership.usage_minutes (
+    organisation_id uuid NOT NULL,
+    api_key_id      bigint NOT NULL REFERENCES membership.api_keys (id) ON DELETE CASCADE,
+    provider_id     uuid,
+    minute          timestamptz NOT NULL,
+    epoch           bigint NOT NULL,    -- the server start the counts come from
+    allowed         bigint NOT NULL DEFAULT 0 CHECK (allowed >= 0),
+    refused         bigint NOT NULL DEFAULT 0 CHECK (refused >= 0),
+    verified_true   bigint NOT NULL DEFAULT 0 CHECK (verified_true >= 0),
+    verified_false  bigint NOT NULL DEFAULT 0 CHECK (verified_false >= 0),
+    flushed_at      timestamptz NOT NULL DEFAULT pg_catalog.now(),
+    PRIMARY KEY (api_key_id, minute, epoch)
+);
+CREATE INDEX usage_minutes_organisation_idx ON membership.usage_minutes (organisation_id, minute);
+CREATE INDEX usage_minutes_minute_idx ON membership.usage_minutes (minute);
+COMMENT ON TABLE membership.usage_minutes IS
+    'tenant: verification calls per API key and minute (summed over epochs)';
+SELECT membership.isolate_table('membership.usage_minutes');
+
+-- Write absolute counter values from shared memory.  Counters only grow
+-- within an epoch, so keeping the greater value makes a repeated flush
+-- harmless.  Called by the flusher, which runs as a superuser.
+CREATE FUNCTION membership.flush_usage(p_epoch bigint, p_keys bigint[], p_minutes timestamptz[],
+                                       p_allowed bigint[], p_refused bigint[],
+                                       p_true bigint[], p_false bigint[])
+    RETURNS bigint
+    LANGUAGE sql
+    SET search_path = pg_catalog, membership, pg_temp
+    AS $$
+    WITH written AS (
+        INSERT INTO membership.usage_minutes AS u
+            (organisation_id, api_key_id, provider_id, minute, epoch,
+             allowed, refused, verified_true, verified_false)
+        SELECT k.organisation_id, k.id, k.provider_id, c.minute, p_epoch,
+               c.allowed, c.refused, c.verified_true, c.verified_false
+        FROM unnest(p_keys, p_minutes, p_allowed, p_refused, p_true, p_false)
+                 AS c(api_key_id, minute, allowed, refused, verified_true, verified_false)
+        JOIN membership.api_keys k ON k.id = c.api_key_id
+        ON CONFLICT (api_key_id, minute, epoch) DO UPDATE
+        SET allowed = greatest(u.allowed, EXCLUDED.allowed),
+            refused = greatest(u.refused, EXCLUDED.refused),
+            verified_true = greatest(u.verified_true, EXCLUDED.verified_true),
+            verified_false = greatest(u.verified_false, EXCLUDED.verified_false),
+            flushed_at = pg_catalog.now()
+        RETURNING 1)
+    SELECT count(*) FROM written
+$$;
+
+-- Delete usage and audit rows older than their retention; run hourly by
+-- the flusher.
+CREATE FUNCTION membership.expire_usage(as_of timestamptz DEFAULT pg_catalog.now())
+    RETURNS bigint
+    LANGUAGE plpgsql
+    SET search_path = pg_catalog, membership, pg_temp
+    AS $$
+DECLARE
+    v_usage bigint;
+    v_audit bigint;
+BEGIN
+    DELETE FROM membership.usage_minutes
+    WHERE minute < as_of - coalesce(current_setting('membership.usage_retention', true), '30d')::interval;
+    GET DIAGNOSTICS v_usage = ROW_COUNT;
+    DELETE FROM membership.verification_audit
+    WHERE at < as_of - coalesce(current_setting('membership.audit_retention', true), '30d')::interval;
+    GET DIAGNOSTICS v_audit = ROW_COUNT;
+    RETURN v_usage + v_audit;
+END
+$$;
+
+-- Monthly totals per provider, for invoices: the months from the one
+-- holding from_date up to the one before to_date's.
+CREATE FUNCTION membership.usage_totals(p_org uuid, from_date date, to_date date)
+    RETURNS TABLE (month date, provider text, allowed bigint, refused bigint,
+                   verified_true bigint, verified_false bigint)
+    LANGUAGE plpgsql STABLE
+    SET search_path = pg_catalog, membership, pg_temp
+    AS $$
+BEGIN
+    IF from_date IS NULL OR to_date IS NULL THEN
+        RAISE EXCEPTION USING ERRCODE = 'null_value_not_allowed',
+            MESSAGE = 'from_date and to_date must not be null';
+    END IF;
+    IF to_date <= from_date THEN
+        RAISE EXCEPTION USING ERRCODE = 'invalid_parameter_value',
+            MESSAGE = 'to_date must be after from_date';
+    END IF;
+    RETURN QUERY
+        SELECT date_trunc('month', u.minute AT TIME ZONE 'UTC')::date,
+               coalesce(p.slug, '(organisation)'),
+               sum(u.allowed)::bigint, sum(u.refused)::bigint,
+               sum(u.verified_true)::bigint, sum(u.verified_false)::bigint
+        FROM membership.usage_minutes u
+        LEFT JOIN membership.providers p ON p.id = u.provider_id
+        WHERE u.organisation_id = p_org
+          AND u.minute >= from_date::timestamp AT TIME ZONE 'UTC'
+          AND u.minute < to_date::timestamp AT TIME ZONE 'UTC'
+        GROUP BY 1, 2
+        ORDER BY 1, 2;
+END
+$$;
+
+CREATE FUNCTION membership.usage_report(organisation uuid, from_date date, to_date date)
+    RETURNS TABLE (month date, provider text, allowed bigint, refused bigint,
+                   verified_true bigint, verified_false bigint)
+    LANGUAGE plpgsql SECURITY DEFINER
+    SET search_path = pg_catalog, membership, pg_temp
+    AS $$
+BEGIN
+    PERFORM membership.enter_organisation(organisation);
+    RETURN QUERY SELECT * FROM membership.usage_totals(organisation, from_date, to_date);
+END
+$$;
+GRANT EXECUTE ON FUNCTION membership.usage_report(uuid, date, date) TO membership_platform_admin;
+COMMENT ON FUNCTION membership.usage_report(uuid, date, date) IS
+    'verification calls per month and provider, for invoices (UTC months in [from_date, to_date))';
+
+CREATE FUNCTION membership_api.usage_report(from_date date, to_date date)
+    RETURNS TABLE (month date, provider text, allowed bigint, refused bigint,
+                   verified_true bigint, verified_false bigint)
+    LANGUAGE plpgsql SECURITY DEFINER
+    SET search_path = pg_catalog, membership, pg_temp
+    AS $$
+DECLARE
+    v_caller membership.caller := membership.authenticate(NULL, 'org_admin');
+BEGIN
+    RETURN QUERY SELECT * FROM membership.usage_totals(v_caller.organisation_id, from_date, to_date);
+END
+$$;
+GRANT EXECUTE ON FUNCTION membership_api.usage_report(date, date) TO membership_org_admin;
+COMMENT ON FUNCTION membership_api.usage_report(date, date) IS
+    'the calling administrator''s organisation: verification calls per month and provider';
+
+-- Monitoring: the live counters in shared memory and the state of the
+-- limiter, the key cache, the flusher and the audit queue.
+CREATE FUNCTION membership.read_verification_counters(
+        OUT api_key_id bigint, OUT minute timestamptz, OUT allowed bigint, OUT refused bigint,
+        OUT verified_true bigint, OUT verified_false bigint, OUT flushed boolean)
+    RETURNS SETOF record
+    LANGUAGE C VOLATILE PARALLEL RESTRICTED
+    AS 'MODULE_PATHNAME', 'membership_verification_counters';
+GRANT EXECUTE ON FUNCTION membership.read_verification_counters() TO membership_platform_admin;
+
+CREATE FUNCTION membership.read_metering_status(
+        OUT limiter_slots_used bigint, OUT limiter_slots bigint, OUT fail_open_calls bigint,
+        OUT key_cache_used bigint, OUT key_cache_size bigint, OUT key_cache_fills bigint,
+        OUT key_cache_full bigint, OUT last_flush_at timestamptz, OUT flush_lag interval,
+        OUT flusher_pid integer, OUT audit_queued bigint, OUT audit_dropped bigint,
+        OUT epoch bigint)
+    LANGUAGE C VOLATILE PARALLEL RESTRICTED
+    AS 'MODULE_PATHNAME', 'membership_metering_status';
+GRANT EXECUTE ON FUNCTION membership.read_metering_status() TO membership_platform_admin;
+
+-- Views for DBAs: they run as the one who queries them, so a superuser
+-- sees every organisation and anyone else nothing they could not see.
+CREATE VIEW membership.verification_counters WITH (security_invoker = true) AS
+    SELECT c.*, k.organisation_id, p.slug AS provider, k.prefix AS api_key
+    FROM membership.read_verification_counters() c
+    LEFT JOIN membership.api_keys k ON k.id = c.api_key_id
+    LEFT JOIN membership.providers p ON p.id = k.provider_id;
+COMMENT ON VIEW membership.verification_counters IS
+    'live verification counters per key and minute (platform administrators call read_verification_counters())';
+ALTER VIEW membership.verification_counters OWNER TO membership_owner;
+
+CREATE VIEW membership.metering_status WITH (security_invoker = true) AS
+    SELECT * FROM membership.read_metering_status();
+COMMENT ON VIEW membership.metering_status IS
+    'limiter fill, fail-open calls, key cache, flush lag and audit queue, as one row';
+ALTER VIEW membership.metering_status OWNER TO membership_owner;
