@@ -105,13 +105,22 @@ SELECT fixture.try($$SELECT membership_api.sync_members('[{"external_id": "2001"
 SELECT fixture.try($$SELECT membership_api.sync_members('[{"external_id": "2001"}, {"external_id": "2001"}]', 'delta', fixture.key('sync-a:org'))$$);
 SELECT fixture.try($$SELECT membership_api.sync_members('[{"external_id": "2001"}, {"external_id": 2001}]', 'delta', fixture.key('sync-a:org'))$$);
 SELECT fixture.try($$SELECT membership_api.sync_members('[{"external_id": "2001", "email": "same@example.no"}, {"external_id": "2002", "email": "SAME@example.no"}]', 'delta', fixture.key('sync-a:org'))$$);
-SELECT fixture.try($$SELECT membership_api.sync_members('[{"external_id": "2001", "dependents": [{"email": "d@example.no"}]}, {"external_id": "2002", "dependents": [{"email": "d@example.no"}]}]', 'delta', fixture.key('sync-a:org'))$$);
+SELECT fixture.try($$SELECT membership_api.sync_members('[{"external_id": "2001", "dependents": [{"email": "d@example.no"}, {"email": "D@example.no "}]}]', 'delta', fixture.key('sync-a:org'))$$);
+SELECT fixture.try(format('SELECT membership_api.sync_members(%L, %L, %L)',
+    jsonb_build_array(jsonb_build_object('external_id', '2001', 'dependents',
+        (SELECT jsonb_agg(jsonb_build_object('email', 'kid' || i || '@example.no')) FROM generate_series(1, 11) i))),
+    'delta', fixture.key('sync-a:org')));
 -- an address already held by another current member
 SELECT fixture.try($$SELECT membership_api.sync_members('[{"external_id": "2001"}, {"external_id": "2002", "email": "kari@example.no"}, {"external_id": "1006", "email": "ola.nordmann@example.no"}]', 'delta', fixture.key('sync-a:org'))$$);
--- a dependent address already registered to another member
-SELECT fixture.try($$SELECT membership_api.sync_members('[{"external_id": "1002", "dependents": [{"email": "spouse@example.no"}]}, {"external_id": "2003"}]', 'delta', fixture.key('sync-a:org'))$$);
 SELECT count(*) = :members_before AS same_count, max(updated_at) = :'last_change' AS untouched
 FROM membership.members WHERE organisation_id = fixture.org('sync-a');
+
+-- The same person may be the dependent of two members (a child of two
+-- members, say).
+SELECT membership_api.sync_members('[{"external_id": "1002", "dependents": [{"email": "spouse@example.no"}]}]',
+                                   'delta', fixture.key('sync-a:org'))->'dependents_added' AS shared_dependent;
+SELECT count(*) AS listed_by FROM membership.dependents
+WHERE email = 'spouse@example.no' AND removed_at IS NULL AND organisation_id = fixture.org('sync-a');
 
 -- Bulk: 13,000 members in one call, then a full sync that changes a few.
 SELECT fixture.new_org('sync-bulk') IS NOT NULL;

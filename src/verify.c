@@ -413,7 +413,9 @@ membership_verify_member(PG_FUNCTION_ARGS)
 		if (usage_admit(key.key_id, key.requests_per_minute, now, &slot, &retry_seconds) == USAGE_REFUSED)
 			ereport(ERROR,
 					(errcode(ERRCODE_MEMBERSHIP_TOO_MANY_REQUESTS),
-					 errmsg("rate limit of %d calls per minute exceeded", key.requests_per_minute),
+					 errmsg_plural("rate limit of %d call per minute exceeded",
+								   "rate limit of %d calls per minute exceeded",
+								   key.requests_per_minute, key.requests_per_minute),
 					 errdetail("Key \"%s\" has made all the calls its plan allows in this minute.", key.prefix),
 					 errhint("Retry after %d seconds.", retry_seconds)));
 	}

@@ -11,7 +11,7 @@ tap_failed=0
 
 plan() { echo "1..$1"; }
 
-diag() { printf '# %s\n' "$@"; }
+diag() { printf '# %s\n' "$@" >&2; }
 
 pass() {
 	tap_count=$((tap_count + 1))
