@@ -111,15 +111,17 @@ AnswerCacheShmemInit(LWLockPadded *locks)
 void
 AnswerCacheInit(void)
 {
-	DefineCustomIntVariable("membership.verify_cache_size",
-							"Number of verification answers kept in shared memory.",
-							"Each entry is about 130 bytes. Answers beyond this many are "
-							"looked up in the tables.",
-							&answer_cache_size,
-							262144, 1024, 100000000,
-							PGC_POSTMASTER,
-							0,
-							NULL, NULL, NULL);
+	/* sizes of shared memory: only known when preloading */
+	if (process_shared_preload_libraries_in_progress)
+		DefineCustomIntVariable("membership.verify_cache_size",
+								"Number of verification answers kept in shared memory.",
+								"Each entry is about 130 bytes. Answers beyond this many are "
+								"looked up in the tables.",
+								&answer_cache_size,
+								262144, 1024, 100000000,
+								PGC_POSTMASTER,
+								0,
+								NULL, NULL, NULL);
 }
 
 static int

@@ -80,14 +80,16 @@ AuditInit(void)
 							 PGC_SUSET,
 							 0,
 							 NULL, NULL, NULL);
-	DefineCustomIntVariable("membership.audit_queue_size",
-							"Number of audit records the shared-memory queue holds until the flusher writes them.",
-							NULL,
-							&audit_queue_size,
-							65536, 64, 16777216,
-							PGC_POSTMASTER,
-							0,
-							NULL, NULL, NULL);
+	/* sizes of shared memory: only known when preloading */
+	if (process_shared_preload_libraries_in_progress)
+		DefineCustomIntVariable("membership.audit_queue_size",
+								"Number of audit records the shared-memory queue holds until the flusher writes them.",
+								NULL,
+								&audit_queue_size,
+								65536, 64, 16777216,
+								PGC_POSTMASTER,
+								0,
+								NULL, NULL, NULL);
 }
 
 /* Queue a record, or count it dropped when the queue is full. */

@@ -117,14 +117,16 @@ KeyCacheShmemInit(LWLockPadded *locks)
 void
 KeyCacheInit(void)
 {
-	DefineCustomIntVariable("membership.api_key_cache_size",
-							"Number of API keys kept in the shared-memory key cache.",
-							"Keys beyond this many are looked up in the table on every call.",
-							&keycache_size,
-							10000, 16, 10000000,
-							PGC_POSTMASTER,
-							0,
-							NULL, NULL, NULL);
+	/* sizes of shared memory: only known when preloading */
+	if (process_shared_preload_libraries_in_progress)
+		DefineCustomIntVariable("membership.api_key_cache_size",
+								"Number of API keys kept in the shared-memory key cache.",
+								"Keys beyond this many are looked up in the table on every call.",
+								&keycache_size,
+								10000, 16, 10000000,
+								PGC_POSTMASTER,
+								0,
+								NULL, NULL, NULL);
 }
 
 static LWLock *

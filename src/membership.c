@@ -29,15 +29,16 @@ _PG_init(void)
 {
 	membership_preloaded = process_shared_preload_libraries_in_progress;
 
-	DefineCustomStringVariable("membership.database",
-							   "Database the extension's background workers connect to.",
-							   "The database where the extension is installed and used; workers "
-							   "record usage and deliver notifications for it alone.",
-							   &membership_database,
-							   "membership",
-							   PGC_POSTMASTER,
-							   0,
-							   NULL, NULL, NULL);
+	if (membership_preloaded)
+		DefineCustomStringVariable("membership.database",
+								   "Database the extension's background workers connect to.",
+								   "The database where the extension is installed and used; workers "
+								   "record usage and deliver notifications for it alone.",
+								   &membership_database,
+								   "membership",
+								   PGC_POSTMASTER,
+								   0,
+								   NULL, NULL, NULL);
 
 	TenantInit();
 	IdentityInit();

@@ -101,15 +101,17 @@ UsageShmemInit(LWLockPadded *locks)
 void
 UsageInit(void)
 {
-	DefineCustomIntVariable("membership.rate_limit_slots",
-							"Number of per-key, per-minute counters kept in shared memory.",
-							"Each API key used in a minute takes one. When all are taken, "
-							"verification fails open (calls are let through unmetered) and says so.",
-							&usage_slots,
-							20000, 64, 10000000,
-							PGC_POSTMASTER,
-							0,
-							NULL, NULL, NULL);
+	/* sizes of shared memory: only known when preloading */
+	if (process_shared_preload_libraries_in_progress)
+		DefineCustomIntVariable("membership.rate_limit_slots",
+								"Number of per-key, per-minute counters kept in shared memory.",
+								"Each API key used in a minute takes one. When all are taken, "
+								"verification fails open (calls are let through unmetered) and says so.",
+								&usage_slots,
+								20000, 64, 10000000,
+								PGC_POSTMASTER,
+								0,
+								NULL, NULL, NULL);
 	DefineCustomBoolVariable("membership.verification_limits",
 							 "Enforces plan limits on verification calls and meters them.",
 							 "Off lets every verification through, uncounted: for emergencies and benchmarks.",

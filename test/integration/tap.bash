@@ -54,3 +54,21 @@ fresh_db() {
 	psql -X -q -v ON_ERROR_STOP=1 -d postgres -c "DROP DATABASE IF EXISTS $1" -c "CREATE DATABASE $1" >/dev/null
 	psql -X -q -v ON_ERROR_STOP=1 -d "$1" -c 'CREATE EXTENSION membership' -f test/fixtures.sql >/dev/null
 }
+
+# The "membership" database, where the background workers run, with the
+# shared test fixtures loaded once.
+worker_db() {
+	if [ "$(q -d membership -c "SELECT to_regnamespace('fixture') IS NOT NULL")" != t ]; then
+		q -d membership -f test/fixtures.sql >/dev/null
+	fi
+}
+
+# wait_for SECONDS SQL: poll until SQL returns "t"; false on timeout.
+wait_for() {
+	local deadline=$(($(date +%s) + $1))
+	while [ "$(date +%s)" -le "$deadline" ]; do
+		[ "$(q -d "${3:-membership}" -c "$2" 2>/dev/null)" = t ] && return 0
+		sleep 0.2
+	done
+	return 1
+}
