@@ -64,6 +64,7 @@ typedef struct AnswerShared
 } AnswerShared;
 
 int			answer_cache_size = 262144;
+static bool answer_cache_enabled = true;
 
 static AnswerShared *answer_shared = NULL;
 static HTAB *answer_htab = NULL;
@@ -111,6 +112,14 @@ AnswerCacheShmemInit(LWLockPadded *locks)
 void
 AnswerCacheInit(void)
 {
+	DefineCustomBoolVariable("membership.verify_answer_cache",
+							 "Answers repeated verification questions from shared memory.",
+							 "Off makes every verification read the tables (for comparisons and troubleshooting).",
+							 &answer_cache_enabled,
+							 true,
+							 PGC_SUSET,
+							 0,
+							 NULL, NULL, NULL);
 	/* sizes of shared memory: only known when preloading */
 	if (process_shared_preload_libraries_in_progress)
 		DefineCustomIntVariable("membership.verify_cache_size",
@@ -148,7 +157,7 @@ answercache_fetch(const pg_uuid_t *org, bool by_email, const uint8 *subject,
 	LWLock	   *lock;
 
 	*generation = 0;
-	if (answer_htab == NULL || changed_any)
+	if (answer_htab == NULL || changed_any || !answer_cache_enabled)
 		return false;
 
 	memset(tag, 0, sizeof(*tag));

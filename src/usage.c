@@ -60,6 +60,15 @@ static UsageShared *usage_shared = NULL;
 static HTAB *usage_htab = NULL;
 static LWLockPadded *usage_locks = NULL;
 
+/*
+ * The slot this backend used last.  A slot outlives its minute by two
+ * minutes, so while the minute is still the current one the pointer is
+ * good without a lookup (and without the partition lock, which all the
+ * callers of a busy key would otherwise contend for).
+ */
+static UsageTag last_tag;
+static UsageSlot *last_slot = NULL;
+
 Size
 UsageShmemSize(void)
 {
@@ -180,11 +189,16 @@ usage_admit(int64 key_id, int32 limit, TimestampTz now, UsageSlot **slot, int *r
 	tag.dboid = MyDatabaseId;
 	tag.key_id = key_id;
 	tag.minute = usage_minute(now);
-	hashcode = get_hash_value(usage_htab, &tag);
 
-	LWLockAcquire(partition_lock(hashcode), LW_SHARED);
-	s = hash_search_with_hash_value(usage_htab, &tag, hashcode, HASH_FIND, NULL);
-	LWLockRelease(partition_lock(hashcode));
+	if (last_slot != NULL && memcmp(&last_tag, &tag, sizeof(tag)) == 0)
+		s = last_slot;
+	else
+	{
+		hashcode = get_hash_value(usage_htab, &tag);
+		LWLockAcquire(partition_lock(hashcode), LW_SHARED);
+		s = hash_search_with_hash_value(usage_htab, &tag, hashcode, HASH_FIND, NULL);
+		LWLockRelease(partition_lock(hashcode));
+	}
 	if (s == NULL)
 	{
 		LWLockAcquire(partition_lock(hashcode), LW_EXCLUSIVE);
@@ -209,6 +223,8 @@ usage_admit(int64 key_id, int32 limit, TimestampTz now, UsageSlot **slot, int *r
 	 * Slots are freed only minutes after their minute ends, so "s" stays
 	 * valid for this call without holding the lock.
 	 */
+	last_tag = tag;
+	last_slot = s;
 	allowed = pg_atomic_read_u64(&s->counts[USAGE_ALLOWED_CALLS]);
 	for (;;)
 	{
@@ -389,8 +405,8 @@ Datum
 membership_metering_status(PG_FUNCTION_ARGS)
 {
 	TupleDesc	tupdesc;
-	Datum		values[13];
-	bool		nulls[13] = {false};
+	Datum		values[17];
+	bool		nulls[17] = {false};
 	int64		cache_used;
 	int64		cache_capacity;
 	int64		cache_fills;
@@ -399,6 +415,10 @@ membership_metering_status(PG_FUNCTION_ARGS)
 	uint32		pid;
 	int64		audit_queued;
 	int64		audit_dropped;
+	int64		answers_used;
+	int64		answers_capacity;
+	int64		answers_fills;
+	int64		answers_wipes;
 
 	membership_require_preload("metering status");
 	if (get_call_result_type(fcinfo, NULL, &tupdesc) != TYPEFUNC_COMPOSITE)
@@ -406,6 +426,7 @@ membership_metering_status(PG_FUNCTION_ARGS)
 
 	keycache_stats(&cache_used, &cache_capacity, &cache_fills, &cache_full);
 	audit_stats(&audit_queued, &audit_dropped);
+	answercache_stats(&answers_used, &answers_capacity, &answers_fills, &answers_wipes);
 	last_flush = (TimestampTz) pg_atomic_read_u64(&usage_shared->last_flush_at);
 	pid = pg_atomic_read_u32(&usage_shared->flusher_pid);
 
@@ -432,6 +453,10 @@ membership_metering_status(PG_FUNCTION_ARGS)
 	values[10] = Int64GetDatum(audit_queued);
 	values[11] = Int64GetDatum(audit_dropped);
 	values[12] = Int64GetDatum(usage_shared->epoch);
+	values[13] = Int64GetDatum(answers_used);
+	values[14] = Int64GetDatum(answers_capacity);
+	values[15] = Int64GetDatum(answers_fills);
+	values[16] = Int64GetDatum(answers_wipes);
 
 	PG_RETURN_DATUM(HeapTupleGetDatum(heap_form_tuple(BlessTupleDesc(tupdesc), values, nulls)));
 }

@@ -93,7 +93,7 @@ UsageWorkerInit(void)
 							 NULL,
 							 &abuse_spike_factor,
 							 10.0, 1.0, 1000.0,
-							 PGC_SIGHUP,
+							 PGC_SUSET,
 							 0,
 							 NULL, NULL, NULL);
 	DefineCustomIntVariable("membership.abuse_spike_min_calls",
@@ -101,7 +101,7 @@ UsageWorkerInit(void)
 							NULL,
 							&abuse_spike_min_calls,
 							300, 1, INT_MAX,
-							PGC_SIGHUP,
+							PGC_SUSET,
 							0,
 							NULL, NULL, NULL);
 	DefineCustomRealVariable("membership.abuse_enumeration_share",
@@ -109,7 +109,7 @@ UsageWorkerInit(void)
 							 NULL,
 							 &abuse_enumeration_share,
 							 0.5, 0.0, 1.0,
-							 PGC_SIGHUP,
+							 PGC_SUSET,
 							 0,
 							 NULL, NULL, NULL);
 	DefineCustomIntVariable("membership.abuse_enumeration_min_lookups",
@@ -117,7 +117,7 @@ UsageWorkerInit(void)
 							NULL,
 							&abuse_enumeration_min_lookups,
 							100, 1, INT_MAX,
-							PGC_SIGHUP,
+							PGC_SUSET,
 							0,
 							NULL, NULL, NULL);
 	DefineCustomIntVariable("membership.abuse_episode_gap",
@@ -125,7 +125,7 @@ UsageWorkerInit(void)
 							NULL,
 							&abuse_episode_gap,
 							10, 1, 1440,
-							PGC_SIGHUP,
+							PGC_SUSET,
 							GUC_UNIT_MIN,
 							NULL, NULL, NULL);
 

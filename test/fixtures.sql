@@ -87,3 +87,22 @@ CREATE FUNCTION fixture.claims(role text, org_slug text, external_id text DEFAUL
                       WHERE m.organisation_id = fixture.org(org_slug)
                         AND m.external_id = claims.external_id)))::text
 $$;
+
+-- Normal verification traffic, per key and minute, as the demo sends it:
+-- each key has its own rate (2 to 40 calls a minute), busier by day than
+-- by night, with some noise, and 4 to 12 per cent of lookups finding no
+-- member (customers who are not members, typos).  Deterministic.
+CREATE FUNCTION fixture.normal_traffic(key_ids bigint[], first_minute timestamptz, minutes integer)
+    RETURNS TABLE (api_key_id bigint, minute timestamptz, calls bigint, misses bigint)
+    LANGUAGE sql IMMUTABLE AS $$
+    WITH r AS (
+        SELECT k.id, date_trunc('minute', first_minute) + make_interval(mins => m) AS minute,
+               2 + (abs(hashint8(k.id)) % 39) AS rate,
+               0.04 + (abs(hashint8(k.id + 7)) % 9) / 100.0 AS miss_share,
+               (abs(hashint8(k.id * 1000003 + m)) % 61 - 30) / 100.0 AS noise
+        FROM unnest(key_ids) AS k(id), generate_series(0, minutes - 1) AS m
+    )
+    SELECT id, minute, c, round(c * miss_share)::bigint
+    FROM r, LATERAL (SELECT greatest(0, round(rate * (1 + 0.5 * sin(extract(hour FROM minute AT TIME ZONE 'UTC') * pi() / 12))
+                                                     * (1 + noise)))::bigint AS c) AS calls
+$$;

@@ -148,7 +148,8 @@ CREATE FUNCTION membership.read_metering_status(
         OUT key_cache_used bigint, OUT key_cache_size bigint, OUT key_cache_fills bigint,
         OUT key_cache_full bigint, OUT last_flush_at timestamptz, OUT flush_lag interval,
         OUT flusher_pid integer, OUT audit_queued bigint, OUT audit_dropped bigint,
-        OUT epoch bigint)
+        OUT epoch bigint, OUT verify_cache_used bigint, OUT verify_cache_size bigint,
+        OUT verify_cache_fills bigint, OUT verify_cache_evictions bigint)
     LANGUAGE C VOLATILE PARALLEL RESTRICTED
     AS 'MODULE_PATHNAME', 'membership_metering_status';
 GRANT EXECUTE ON FUNCTION membership.read_metering_status() TO membership_platform_admin;
@@ -167,5 +168,5 @@ ALTER VIEW membership.verification_counters OWNER TO membership_owner;
 CREATE VIEW membership.metering_status WITH (security_invoker = true) AS
     SELECT * FROM membership.read_metering_status();
 COMMENT ON VIEW membership.metering_status IS
-    'limiter fill, fail-open calls, key cache, flush lag and audit queue, as one row';
+    'limiter fill, fail-open calls, key and answer caches, flush lag and audit queue, as one row';
 ALTER VIEW membership.metering_status OWNER TO membership_owner;
