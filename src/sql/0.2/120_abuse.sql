@@ -25,8 +25,8 @@ CREATE TABLE membership.abuse_alerts (
     ended_at        timestamptz,
     minutes         integer NOT NULL DEFAULT 1 CHECK (minutes > 0),
     peak_calls      bigint NOT NULL,        -- calls in the worst minute
-    baseline        numeric NOT NULL,       -- average calls per minute in the hour before
-    miss_share      numeric,                -- share of verified = false over ten minutes
+    baseline        numeric,                -- spikes: average calls per minute in the hour before
+    miss_share      numeric,                -- enumeration: share of verified = false over ten minutes
     CHECK (ended_at IS NULL OR ended_at >= started_at)
 );
 -- at most one open episode of each kind per key
@@ -88,7 +88,7 @@ BEGIN
     SELECT s.api_key_id, s.kind, s.calls, s.baseline, s.miss_share
     FROM spikes s WHERE s.calls > v_factor * greatest(s.baseline, 1)
     UNION ALL
-    SELECT l.api_key_id, 'enumeration', coalesce(l.calls, 0), 0,
+    SELECT l.api_key_id, 'enumeration', coalesce(l.calls, 0), NULL,
            round(l.missed::numeric / (l.found + l.missed), 3)
     FROM lookups l
     WHERE l.found + l.missed >= v_min_lookups
