@@ -103,30 +103,28 @@ $$;
 CREATE FUNCTION dataset.create_tenants() RETURNS void
     LANGUAGE plpgsql AS $$
 DECLARE
-    o dataset.organisations;
-    p dataset.providers;
-    n integer := 0;
-    m integer := 0;
+    o record;
+    p record;
     plans text[] := '{free,starter,pro,enterprise}';
+    n integer := 0;
     org uuid;
 BEGIN
     FOR p IN SELECT * FROM dataset.providers ORDER BY slug LOOP
         PERFORM membership.create_provider(p.slug, p.name);
     END LOOP;
-    FOR o IN SELECT * FROM dataset.organisations ORDER BY size DESC LOOP
+    FOR o IN SELECT row_number() OVER (ORDER BY size DESC) AS rank, * FROM dataset.organisations ORDER BY size DESC LOOP
         org := membership.create_organisation(o.slug, o.name, jsonb_build_object(
             'app_name', o.name, 'theme', jsonb_build_object('primary', o.colour),
             'logo_url', 'https://' || o.domain || '/logo.png',
             'apns_topic', 'example.' || replace(o.slug, '-', '') || '.app',
             'fcm_project', o.slug || '-app', 'support_email', 'support@' || o.domain));
         INSERT INTO dataset.keys VALUES (o.slug, NULL, 'enterprise', membership.issue_api_key(org, NULL, 'enterprise', 'member sync'));
-        FOR p IN SELECT * FROM dataset.providers ORDER BY slug LOOP
-            n := n + 1;
-            IF n % 4 <> 0 THEN
-                m := m + 1;
+        FOR p IN SELECT row_number() OVER (ORDER BY slug) AS rank, * FROM dataset.providers ORDER BY slug LOOP
+            IF (o.rank + p.rank) % 4 <> 0 THEN
+                n := n + 1;
                 INSERT INTO dataset.keys
-                VALUES (o.slug, p.slug, plans[1 + m % 4],
-                        membership.issue_api_key(org, p.slug, plans[1 + m % 4], 'checkout'));
+                VALUES (o.slug, p.slug, plans[1 + n % 4],
+                        membership.issue_api_key(org, p.slug, plans[1 + n % 4], 'checkout'));
             END IF;
         END LOOP;
     END LOOP;

@@ -34,12 +34,17 @@ SELECT fixture.try($$SELECT membership.revoke_api_key(NULL)$$);
 SELECT fixture.try($$SELECT membership.set_plan('Gold', 10)$$);
 SELECT fixture.try($$SELECT membership.set_plan('gold', 0)$$);
 SELECT fixture.try($$SELECT membership.set_plan(NULL, 10)$$);
+SELECT fixture.try($$SELECT membership.issue_api_key(fixture.org('keys-a'), 'keys-a-bank', 'free', repeat('l', 201))$$);
+SELECT fixture.try($$SELECT membership.rotate_api_key(fixture.key('keys-a:provider'), NULL)$$);
 
 -- Plans: seeded, editable, NULL is unlimited.
 SELECT plan, requests_per_minute FROM membership.plans ORDER BY requests_per_minute NULLS LAST;
 SELECT membership.set_plan('unlimited', NULL);
 SELECT membership.set_plan('free', 90);
 SELECT plan, requests_per_minute FROM membership.plans WHERE plan IN ('free', 'unlimited') ORDER BY plan;
+-- Inserting a plan that exists updates it (what lets a restore keep changed limits).
+INSERT INTO membership.plans VALUES ('free', 75);
+SELECT plan, requests_per_minute FROM membership.list_plans() WHERE plan IN ('free', 'unlimited');
 SELECT membership.set_plan('free', 60);
 
 -- A key can move to another plan.
@@ -68,6 +73,12 @@ WHERE prefix = left(fixture.key('keys-a:org'), 11);
 SELECT fixture.try($$SELECT membership_api.sync_members('[]', 'delta', fixture.key('keys-a:org'))$$) AS old_key;
 SELECT fixture.try($$SELECT membership.rotate_api_key(fixture.key('keys-a:org'))$$);
 SELECT fixture.try($$SELECT membership.rotate_api_key(fixture.key('keys-a:rotated'), '-1 hour')$$);
+
+-- Platform administrators list providers and organisations.
+SET ROLE membership_platform_admin;
+SELECT slug, name FROM membership.list_providers() WHERE slug LIKE 'keys-a%';
+SELECT slug, name FROM membership.list_organisations() WHERE slug LIKE 'keys-%';
+RESET ROLE;
 
 -- Only platform administrators manage keys.
 SELECT fixture.org('keys-a') AS keys_a \gset

@@ -11,6 +11,7 @@ SELECT membership.find_member(fixture.org('mem-a'), 'm1') <> membership.find_mem
 SELECT membership.find_member(fixture.org('mem-a'), 'nobody') IS NULL AS absent_is_null;
 SELECT fixture.try($$SELECT membership.find_member('00000000-0000-0000-0000-000000000000', 'm1')$$);
 SELECT fixture.try($$SELECT membership.find_member(NULL, 'm1')$$);
+SELECT fixture.try($$SELECT membership.find_member(fixture.org('mem-a'), NULL)$$);
 
 -- Removed members are still found (they exist in the records).
 SELECT membership_api.sync_members('[{"external_id": "m2", "status": "removed"}]', 'delta', fixture.key('mem-a:org'));

@@ -112,6 +112,9 @@ SELECT fixture.try(format('SELECT membership_api.sync_members(%L, %L, %L)',
     'delta', fixture.key('sync-a:org')));
 -- an address already held by another current member
 SELECT fixture.try($$SELECT membership_api.sync_members('[{"external_id": "2001"}, {"external_id": "2002", "email": "kari@example.no"}, {"external_id": "1006", "email": "ola.nordmann@example.no"}]', 'delta', fixture.key('sync-a:org'))$$);
+SET membership.sync_max_members = 2;
+SELECT fixture.try($$SELECT membership_api.sync_members('[{"external_id": "2001"}, {"external_id": "2002"}, {"external_id": "2003"}]', 'delta', fixture.key('sync-a:org'))$$);
+RESET membership.sync_max_members;
 SELECT count(*) = :members_before AS same_count, max(updated_at) = :'last_change' AS untouched
 FROM membership.members WHERE organisation_id = fixture.org('sync-a');
 

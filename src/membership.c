@@ -21,6 +21,7 @@ PG_MODULE_MAGIC;
 
 bool		membership_preloaded = false;
 char	   *membership_database = NULL;
+static int	sync_max_members = 1000000;
 
 void		_PG_init(void);
 
@@ -39,6 +40,15 @@ _PG_init(void)
 								   PGC_POSTMASTER,
 								   0,
 								   NULL, NULL, NULL);
+
+	DefineCustomIntVariable("membership.sync_max_members",
+							"Largest member list one sync_members call accepts.",
+							"Larger lists are refused (PT413); send them as several delta syncs.",
+							&sync_max_members,
+							1000000, 1, INT_MAX,
+							PGC_SUSET,
+							0,
+							NULL, NULL, NULL);
 
 	TenantInit();
 	IdentityInit();

@@ -14,11 +14,18 @@
  */
 #include "postgres.h"
 
+#include "access/heapam.h"
+#include "access/htup_details.h"
+#include "access/table.h"
+#include "access/tableam.h"
 #include "access/xact.h"
 #include "fmgr.h"
+#include "funcapi.h"
 #include "miscadmin.h"
 #include "utils/acl.h"
 #include "utils/builtins.h"
+#include "utils/rel.h"
+#include "utils/snapmgr.h"
 #include "utils/uuid.h"
 
 #include "membership.h"
@@ -28,6 +35,7 @@ PG_FUNCTION_INFO_V1(membership_current_member_id);
 PG_FUNCTION_INFO_V1(membership_current_provider_id);
 PG_FUNCTION_INFO_V1(membership_current_caller_kind);
 PG_FUNCTION_INFO_V1(membership_set_tenant);
+PG_FUNCTION_INFO_V1(membership_list_organisations);
 
 static Caller current_caller;
 
@@ -156,4 +164,39 @@ membership_set_tenant(PG_FUNCTION_ARGS)
 	}
 	tenant_set(&caller);
 	PG_RETURN_VOID();
+}
+
+/*
+ * membership.list_organisations(): every organisation, for platform
+ * administrators.  Each tenant sees only its own row through row-level
+ * security, so this reads the table directly, the way the identity code
+ * does; it returns nothing but the directory columns.
+ */
+Datum
+membership_list_organisations(PG_FUNCTION_ARGS)
+{
+	ReturnSetInfo *rsinfo = (ReturnSetInfo *) fcinfo->resultinfo;
+	Relation	rel;
+	TableScanDesc scan;
+	HeapTuple	tuple;
+	AttrNumber	atts[4];
+	static const char *const columns[4] = {"id", "slug", "name", "created_at"};
+
+	InitMaterializedSRF(fcinfo, 0);
+	rel = table_open(membership_relid("organisations"), AccessShareLock);
+	for (int i = 0; i < 4; i++)
+		atts[i] = membership_attnum(rel, columns[i]);
+	scan = table_beginscan(rel, GetActiveSnapshot(), 0, NULL);
+	while ((tuple = heap_getnext(scan, ForwardScanDirection)) != NULL)
+	{
+		Datum		values[4];
+		bool		nulls[4];
+
+		for (int i = 0; i < 4; i++)
+			values[i] = heap_getattr(tuple, atts[i], RelationGetDescr(rel), &nulls[i]);
+		tuplestore_putvalues(rsinfo->setResult, rsinfo->setDesc, values, nulls);
+	}
+	table_endscan(scan);
+	table_close(rel, AccessShareLock);
+	return (Datum) 0;
 }

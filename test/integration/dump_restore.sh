@@ -4,12 +4,13 @@
 # a new database gives back the same rows, and the restored data still
 # works (keys still authenticate).
 . "$(dirname "$0")/tap.bash"
-plan 4
+plan 5
 
 fresh_db dump_src
 q -d dump_src <<'SQL' >/dev/null
 SELECT fixture.new_org('dump-a'), fixture.new_org('dump-b');
 SELECT membership.set_plan('custom', 42);
+SELECT membership.set_plan('free', 90);
 -- a rotated key refers to its successor, a later row
 INSERT INTO fixture.keys VALUES ('dump-a:rotated', membership.rotate_api_key(fixture.key('dump-a:provider')));
 SELECT membership_api.sync_members(
@@ -38,6 +39,8 @@ is "$restore_err" "" "pg_restore reports no error"
 after=$(checksums dump_dst)
 is "$after" "$before" "every table holds the same rows after dump and restore"
 
+is "$(q -d dump_dst -c "SELECT string_agg(plan || '=' || requests_per_minute, ',' ORDER BY plan) FROM membership.plans WHERE plan IN ('custom', 'free')")" \
+	"custom=42,free=90" "plans survive with their limits, a changed seeded plan included"
 key=$(q -d dump_src -c "SELECT fixture.key('dump-a:org')")
 is "$(q -d dump_dst -c "SELECT membership_api.sync_members('[{\"external_id\": \"x1\"}]', 'delta', '$key')->>'unchanged'")" "1" \
 	"a key issued before the dump authenticates after the restore"

@@ -12,10 +12,24 @@ SELECT membership.isolate_table('membership.plans', NULL);
 INSERT INTO membership.plans (plan, requests_per_minute) VALUES
     ('free', 60), ('starter', 300), ('pro', 1000), ('enterprise', 5000);
 
--- pg_dump keeps plans added later; the seeded ones come back with CREATE
--- EXTENSION (at their seeded limits).
-SELECT pg_catalog.pg_extension_config_dump('membership.plans',
-    $$WHERE plan NOT IN ('free', 'starter', 'pro', 'enterprise')$$);
+-- Inserting a plan that exists updates it.  That is what lets pg_dump keep
+-- every plan, the seeded ones included: a restore runs CREATE EXTENSION
+-- (which seeds them) and then copies the dumped rows, whose limits win.
+CREATE FUNCTION membership.plans_insert_updates() RETURNS trigger
+    LANGUAGE plpgsql
+    SET search_path = pg_catalog, membership, pg_temp
+    AS $$
+BEGIN
+    UPDATE membership.plans p SET requests_per_minute = NEW.requests_per_minute
+    WHERE p.plan = NEW.plan;
+    IF FOUND THEN
+        RETURN NULL;
+    END IF;
+    RETURN NEW;
+END
+$$;
+CREATE TRIGGER plans_insert_updates BEFORE INSERT ON membership.plans
+    FOR EACH ROW EXECUTE FUNCTION membership.plans_insert_updates();
 
 CREATE TABLE membership.providers (
     id          uuid PRIMARY KEY DEFAULT pg_catalog.gen_random_uuid(),
@@ -50,10 +64,9 @@ BEGIN
             MESSAGE = format('requests per minute must be positive, not %s', requests_per_minute),
             HINT = 'Use NULL for an unlimited plan.';
     END IF;
-    INSERT INTO membership.plans AS p (plan, requests_per_minute)
-    VALUES (set_plan.plan, set_plan.requests_per_minute)
-    ON CONFLICT ON CONSTRAINT plans_pkey
-    DO UPDATE SET requests_per_minute = EXCLUDED.requests_per_minute;
+    -- inserting an existing plan updates it (trigger plans_insert_updates)
+    INSERT INTO membership.plans (plan, requests_per_minute)
+    VALUES (set_plan.plan, set_plan.requests_per_minute);
 END
 $$;
 GRANT EXECUTE ON FUNCTION membership.set_plan(text, integer) TO membership_platform_admin;
@@ -89,3 +102,22 @@ EXCEPTION WHEN unique_violation THEN
 END
 $$;
 GRANT EXECUTE ON FUNCTION membership.create_provider(text, text) TO membership_platform_admin;
+
+CREATE FUNCTION membership.list_plans()
+    RETURNS TABLE (plan text, requests_per_minute integer)
+    LANGUAGE sql STABLE SECURITY DEFINER
+    SET search_path = pg_catalog, membership, pg_temp
+    AS $$
+    SELECT p.plan, p.requests_per_minute FROM membership.plans p
+    ORDER BY p.requests_per_minute NULLS LAST, p.plan
+$$;
+GRANT EXECUTE ON FUNCTION membership.list_plans() TO membership_platform_admin;
+
+CREATE FUNCTION membership.list_providers()
+    RETURNS TABLE (id uuid, slug text, name text, created_at timestamptz)
+    LANGUAGE sql STABLE SECURITY DEFINER
+    SET search_path = pg_catalog, membership, pg_temp
+    AS $$
+    SELECT p.id, p.slug, p.name, p.created_at FROM membership.providers p ORDER BY p.slug
+$$;
+GRANT EXECUTE ON FUNCTION membership.list_providers() TO membership_platform_admin;

@@ -139,3 +139,12 @@ BEGIN
 END
 $$;
 GRANT EXECUTE ON FUNCTION membership.set_app_config(uuid, jsonb) TO membership_platform_admin;
+
+-- Every organisation, for the platform: read in C past row-level security
+-- (see src/tenant.c), since no single tenant context covers them all.
+CREATE FUNCTION membership.list_organisations(
+        OUT id uuid, OUT slug text, OUT name text, OUT created_at timestamptz)
+    RETURNS SETOF record
+    LANGUAGE C STABLE PARALLEL RESTRICTED
+    AS 'MODULE_PATHNAME', 'membership_list_organisations';
+GRANT EXECUTE ON FUNCTION membership.list_organisations() TO membership_platform_admin;

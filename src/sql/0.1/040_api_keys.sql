@@ -35,7 +35,7 @@ BEGIN
     IF NOT EXISTS (SELECT FROM membership.plans p WHERE p.plan = check_plan.plan) THEN
         RAISE EXCEPTION USING ERRCODE = 'invalid_parameter_value',
             MESSAGE = format('plan "%s" does not exist', plan),
-            HINT = 'Plans are listed in membership.plans.';
+            HINT = 'membership.list_plans() lists them.';
     END IF;
 END
 $$;
@@ -51,12 +51,16 @@ DECLARE
     v_key text := membership.generate_api_key();
 BEGIN
     PERFORM membership.enter_organisation(organisation);
+    IF length(label) > 200 THEN
+        RAISE EXCEPTION USING ERRCODE = 'invalid_parameter_value',
+            MESSAGE = 'label must be at most 200 characters';
+    END IF;
     IF provider IS NOT NULL THEN
         SELECT p.id INTO v_provider FROM membership.providers p WHERE p.slug = provider;
         IF NOT FOUND THEN
             RAISE EXCEPTION USING ERRCODE = 'invalid_parameter_value',
                 MESSAGE = format('provider "%s" does not exist', provider),
-                HINT = 'Create it with membership.create_provider().';
+                HINT = 'Create it with membership.create_provider(); membership.list_providers() lists them.';
         END IF;
     END IF;
     PERFORM membership.check_plan(plan);
@@ -123,7 +127,11 @@ DECLARE
     v_key text := membership.generate_api_key();
     v_new bigint;
 BEGIN
-    IF overlap IS NULL OR overlap < interval '0' THEN
+    IF overlap IS NULL THEN
+        RAISE EXCEPTION USING ERRCODE = 'null_value_not_allowed',
+            MESSAGE = 'overlap must not be null';
+    END IF;
+    IF overlap < interval '0' THEN
         RAISE EXCEPTION USING ERRCODE = 'invalid_parameter_value',
             MESSAGE = 'overlap must be zero or positive';
     END IF;

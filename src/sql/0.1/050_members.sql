@@ -69,6 +69,10 @@ DECLARE
     v_id uuid;
 BEGIN
     PERFORM membership.enter_organisation(organisation);
+    IF external_id IS NULL THEN
+        RAISE EXCEPTION USING ERRCODE = 'null_value_not_allowed',
+            MESSAGE = 'external_id must not be null';
+    END IF;
     SELECT m.id INTO v_id FROM membership.members m
     WHERE m.organisation_id = organisation AND m.external_id = find_member.external_id;
     RETURN v_id;

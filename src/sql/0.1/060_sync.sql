@@ -172,6 +172,12 @@ BEGIN
             MESSAGE = 'members must be a JSON array';
     END IF;
     v_total := jsonb_array_length(p_members);
+    IF v_total > coalesce(current_setting('membership.sync_max_members', true), '1000000')::int THEN
+        RAISE EXCEPTION USING ERRCODE = 'PT413',
+            MESSAGE = format('members holds %s elements, more than one sync accepts (%s)', v_total,
+                             current_setting('membership.sync_max_members', true)),
+            HINT = 'Send the list as several delta syncs, or raise membership.sync_max_members.';
+    END IF;
     IF p_mode = 'full' AND v_total = 0 THEN
         RAISE EXCEPTION USING ERRCODE = 'invalid_parameter_value',
             MESSAGE = 'a full sync needs at least one member',
