@@ -237,7 +237,11 @@ answercache_store(const AnswerTag *tag, uint64 generation, const VerifyAnswer *a
 	for (int attempt = 0; attempt < 2; attempt++)
 	{
 		LWLockAcquire(lock, LW_EXCLUSIVE);
-		entry = hash_search_with_hash_value(answer_htab, tag, hashcode, HASH_ENTER_NULL, &found);
+		/* shared hash tables grow into spare shared memory: hold the line */
+		if (hash_get_num_entries(answer_htab) >= answer_cache_size)
+			entry = hash_search_with_hash_value(answer_htab, tag, hashcode, HASH_FIND, &found);
+		else
+			entry = hash_search_with_hash_value(answer_htab, tag, hashcode, HASH_ENTER_NULL, &found);
 		if (entry != NULL)
 		{
 			entry->generation = generation;

@@ -196,7 +196,11 @@ keycache_lookup(const uint8 *hash, ApiKeyInfo *info)
 	for (int attempt = 0; attempt < 2; attempt++)
 	{
 		LWLockAcquire(partition_lock(hashcode), LW_EXCLUSIVE);
-		entry = hash_search_with_hash_value(keycache_htab, &tag, hashcode, HASH_ENTER_NULL, &found);
+		/* shared hash tables grow into spare shared memory: hold the line */
+		if (hash_get_num_entries(keycache_htab) >= keycache_size)
+			entry = hash_search_with_hash_value(keycache_htab, &tag, hashcode, HASH_FIND, &found);
+		else
+			entry = hash_search_with_hash_value(keycache_htab, &tag, hashcode, HASH_ENTER_NULL, &found);
 		if (entry != NULL)
 		{
 			entry->info = *info;

@@ -202,7 +202,11 @@ usage_admit(int64 key_id, int32 limit, TimestampTz now, UsageSlot **slot, int *r
 	if (s == NULL)
 	{
 		LWLockAcquire(partition_lock(hashcode), LW_EXCLUSIVE);
-		s = hash_search_with_hash_value(usage_htab, &tag, hashcode, HASH_ENTER_NULL, &found);
+		/* shared hash tables grow into spare shared memory: hold the line */
+		if (hash_get_num_entries(usage_htab) >= usage_slots)
+			s = hash_search_with_hash_value(usage_htab, &tag, hashcode, HASH_FIND, &found);
+		else
+			s = hash_search_with_hash_value(usage_htab, &tag, hashcode, HASH_ENTER_NULL, &found);
 		if (s != NULL && !found)
 		{
 			for (int i = 0; i < USAGE_COUNTERS; i++)
