@@ -43,6 +43,29 @@ COMMENT ON TABLE membership.providers IS
     'platform: banks, insurers and retailers; each holds keys bound to one organisation';
 SELECT membership.isolate_table('membership.providers', NULL);
 
+-- Raise an error unless "slug" and "name" can name an organisation or a
+-- provider ("what" says which, for the message).
+CREATE FUNCTION membership.check_slug_and_name(what text, slug text, name text) RETURNS void
+    LANGUAGE plpgsql IMMUTABLE
+    SET search_path = pg_catalog, membership, pg_temp
+    AS $$
+BEGIN
+    IF slug IS NULL OR name IS NULL THEN
+        RAISE EXCEPTION USING ERRCODE = 'null_value_not_allowed',
+            MESSAGE = format('%s slug and name must not be null', what);
+    END IF;
+    IF slug !~ '^[a-z0-9][a-z0-9-]{1,62}$' THEN
+        RAISE EXCEPTION USING ERRCODE = 'invalid_parameter_value',
+            MESSAGE = format('invalid %s slug "%s"', what, slug),
+            HINT = 'Slugs are 2 to 63 lower-case letters, digits and hyphens, starting with a letter or digit.';
+    END IF;
+    IF btrim(name) = '' OR length(name) > 200 THEN
+        RAISE EXCEPTION USING ERRCODE = 'invalid_parameter_value',
+            MESSAGE = format('%s name must be 1 to 200 characters', what);
+    END IF;
+END
+$$;
+
 -- Set a plan's limit, creating the plan if it is new.
 CREATE FUNCTION membership.set_plan(plan text, requests_per_minute integer)
     RETURNS void
@@ -79,19 +102,7 @@ CREATE FUNCTION membership.create_provider(slug text, name text)
 DECLARE
     v_id uuid;
 BEGIN
-    IF slug IS NULL OR name IS NULL THEN
-        RAISE EXCEPTION USING ERRCODE = 'null_value_not_allowed',
-            MESSAGE = 'provider slug and name must not be null';
-    END IF;
-    IF slug !~ '^[a-z0-9][a-z0-9-]{1,62}$' THEN
-        RAISE EXCEPTION USING ERRCODE = 'invalid_parameter_value',
-            MESSAGE = format('invalid provider slug "%s"', slug),
-            HINT = 'Slugs are 2 to 63 lower-case letters, digits and hyphens, starting with a letter or digit.';
-    END IF;
-    IF btrim(name) = '' OR length(name) > 200 THEN
-        RAISE EXCEPTION USING ERRCODE = 'invalid_parameter_value',
-            MESSAGE = 'provider name must be 1 to 200 characters';
-    END IF;
+    PERFORM membership.check_slug_and_name('provider', slug, name);
     INSERT INTO membership.providers (slug, name)
     VALUES (create_provider.slug, btrim(create_provider.name))
     RETURNING id INTO v_id;

@@ -80,19 +80,7 @@ CREATE FUNCTION membership.create_organisation(slug text, name text, app_config 
 DECLARE
     v_id uuid := gen_random_uuid();
 BEGIN
-    IF slug IS NULL OR name IS NULL THEN
-        RAISE EXCEPTION USING ERRCODE = 'null_value_not_allowed',
-            MESSAGE = 'organisation slug and name must not be null';
-    END IF;
-    IF slug !~ '^[a-z0-9][a-z0-9-]{1,62}$' THEN
-        RAISE EXCEPTION USING ERRCODE = 'invalid_parameter_value',
-            MESSAGE = format('invalid organisation slug "%s"', slug),
-            HINT = 'Slugs are 2 to 63 lower-case letters, digits and hyphens, starting with a letter or digit.';
-    END IF;
-    IF btrim(name) = '' OR length(name) > 200 THEN
-        RAISE EXCEPTION USING ERRCODE = 'invalid_parameter_value',
-            MESSAGE = 'organisation name must be 1 to 200 characters';
-    END IF;
+    PERFORM membership.check_slug_and_name('organisation', slug, name);
     PERFORM membership.check_app_config(app_config);
 
     PERFORM membership.set_tenant(v_id);
