@@ -4,9 +4,11 @@
  *	  membership_api.verify_member: is this person an active member?
  *
  * Providers call this at checkout, synchronously, so it does no more than
- * it must: the API key comes from the shared cache (keycache.c), the plan
- * limit is one compare-and-swap on a shared counter (usage.c), the member
- * is one index probe, and the answer is built as jsonb directly.  It runs
+ * it must: the API key comes from this backend's memory or the shared key
+ * cache (keycache.c), the plan limit is one compare-and-swap on a shared
+ * counter (usage.c), a repeated question is answered from the shared
+ * answer cache (answercache.c), a new one costs a probe of a hash index on
+ * the address's SHA-256, and the answer is built as jsonb directly.  It runs
  * no SQL, which is why it needs neither SECURITY DEFINER nor a search_path:
  * it reads the two tables it needs through their indexes, the way the
  * identity code does, and the key decides the organisation.
@@ -20,12 +22,12 @@
 #include "postgres.h"
 
 #include "access/genam.h"
-#include "access/relscan.h"
-#include "access/tableam.h"
-#include "executor/tuptable.h"
 #include "access/htup_details.h"
+#include "access/relscan.h"
 #include "access/stratnum.h"
 #include "access/table.h"
+#include "access/tableam.h"
+#include "executor/tuptable.h"
 #include "fmgr.h"
 #include "miscadmin.h"
 #include "utils/builtins.h"
