@@ -35,6 +35,13 @@ SELECT count(*) AS d3_sees FROM membership_api.dependents();
 SELECT count(membership_api.register_dependent('kid' || i || '@dep.example', NULL, 'child')) FROM generate_series(1, 9) AS i;
 SELECT fixture.try($$SELECT membership_api.register_dependent('kid11@dep.example')$$);
 
+-- the limit holds whoever adds the dependent: d3 has 10, synced ones count too
+RESET ROLE;
+RESET SESSION AUTHORIZATION;
+SELECT fixture.try($$SELECT membership_api.sync_members('[{"external_id": "d3", "dependents": [{"email": "extra@dep.example"}]}]', 'delta', fixture.key('dep-a:org'))$$);
+SET SESSION AUTHORIZATION authenticator;
+SET ROLE membership_member;
+
 -- a member who is not active cannot register
 SELECT set_config('request.jwt.claims', :'d2', false) IS NOT NULL;
 SELECT fixture.try($$SELECT membership_api.register_dependent('x@dep.example')$$);

@@ -30,6 +30,16 @@ FROM (VALUES ('member by email', ' ACTIVE.member@ver.example ', NULL),
              ('unknown address', 'nobody@ver.example', NULL),
              ('unknown user_id', NULL, 'v999')) AS t(lookup, email, user_id)) AS answers;
 
+-- A lapsed member who is also the dependent of an active member verifies
+-- as that dependent; a user id is measured in characters, not bytes.
+SELECT membership_api.sync_members(($$[
+    {"external_id": "v1", "dependents": [{"email": "kid@ver.example", "relationship": "child"},
+                                         {"email": "lapsed@ver.example", "relationship": "spouse"}]},
+    {"external_id": "$$ || repeat('é', 150) || $$", "email": "accents@ver.example"}
+]$$)::jsonb, 'delta', fixture.key('ver-a:org'))->>'dependents_added' AS added;
+SELECT membership_api.verify_member('lapsed@ver.example', NULL, fixture.key('ver-a:provider'))->>'tier' AS lapsed_member_as_dependent;
+SELECT membership_api.verify_member(NULL, repeat('é', 150), fixture.key('ver-a:provider'))->>'verified' AS long_user_id;
+
 -- The key may come from the x-api-key header instead of the argument.
 SELECT set_config('request.headers', json_build_object('x-api-key', fixture.key('ver-a:provider'))::text, false) IS NOT NULL;
 SELECT membership_api.verify_member('student@ver.example') AS via_header;

@@ -60,7 +60,7 @@ typedef struct AnswerShared
 	pg_atomic_uint64 generations[ANSWER_GENERATIONS];
 	pg_atomic_uint64 hits;
 	pg_atomic_uint64 fills;
-	pg_atomic_uint64 wipes;
+	pg_atomic_uint64 wipes;		/* entries evicted to make room */
 } AnswerShared;
 
 int			answer_cache_size = 262144;
@@ -192,11 +192,13 @@ answercache_evict(uint32 victims)
 {
 	HASH_SEQ_STATUS status;
 	AnswerEntry *entry;
-	long		before = hash_get_num_entries(answer_htab);
+	long		full;
+	long		left;
 
 	for (int i = 0; i < ANSWER_PARTITIONS; i++)
 		LWLockAcquire(&answer_locks[i].lock, LW_EXCLUSIVE);
 
+	full = hash_get_num_entries(answer_htab);
 	hash_seq_init(&status, answer_htab);
 	while ((entry = hash_seq_search(&status)) != NULL)
 	{
@@ -205,7 +207,7 @@ answercache_evict(uint32 victims)
 		if (entry->generation != current)
 			hash_search(answer_htab, &entry->tag, HASH_REMOVE, NULL);
 	}
-	if (hash_get_num_entries(answer_htab) > before - answer_cache_size / ANSWER_PARTITIONS)
+	if (hash_get_num_entries(answer_htab) > full - answer_cache_size / ANSWER_PARTITIONS)
 	{
 		hash_seq_init(&status, answer_htab);
 		while ((entry = hash_seq_search(&status)) != NULL)
@@ -214,7 +216,8 @@ answercache_evict(uint32 victims)
 				hash_search(answer_htab, &entry->tag, HASH_REMOVE, NULL);
 		}
 	}
-	pg_atomic_fetch_add_u64(&answer_shared->wipes, 1);
+	left = hash_get_num_entries(answer_htab);
+	pg_atomic_fetch_add_u64(&answer_shared->wipes, (uint64) (full - left));
 
 	for (int i = ANSWER_PARTITIONS - 1; i >= 0; i--)
 		LWLockRelease(&answer_locks[i].lock);

@@ -25,6 +25,7 @@
 #include "postgres.h"
 
 #include "access/xact.h"
+#include "access/xlog.h"
 #include "commands/trigger.h"
 #include "fmgr.h"
 #include "miscadmin.h"
@@ -229,12 +230,16 @@ keycache_resolve(const char *key, size_t len, ApiKeyInfo *info)
 	uint64		generation;
 	LocalKey   *slot;
 
-	if (keycache_shared == NULL || len > LOCAL_KEY_MAXLEN)
+	/*
+	 * A standby replays changes without firing the triggers that invalidate
+	 * the cache, so there every key is read from the table.
+	 */
+	if (keycache_shared == NULL || len > LOCAL_KEY_MAXLEN || RecoveryInProgress())
 	{
 		if (!apikey_parse(key, len))
 			return KEY_MALFORMED;
 		membership_sha256(key, len, hash);
-		return keycache_lookup(hash, info) ? KEY_FOUND : KEY_UNKNOWN;
+		return apikey_fetch(hash, info) ? KEY_FOUND : KEY_UNKNOWN;
 	}
 
 	generation = pg_atomic_read_u64(&keycache_shared->generation);

@@ -409,8 +409,8 @@ Datum
 membership_metering_status(PG_FUNCTION_ARGS)
 {
 	TupleDesc	tupdesc;
-	Datum		values[17];
-	bool		nulls[17] = {false};
+	Datum		values[18];
+	bool		nulls[18] = {false};
 	int64		cache_used;
 	int64		cache_capacity;
 	int64		cache_fills;
@@ -461,6 +461,7 @@ membership_metering_status(PG_FUNCTION_ARGS)
 	values[14] = Int64GetDatum(answers_capacity);
 	values[15] = Int64GetDatum(answers_fills);
 	values[16] = Int64GetDatum(answers_wipes);
+	values[17] = Int64GetDatum((int64) pg_atomic_read_u64(&usage_shared->discarded_calls));
 
 	PG_RETURN_DATUM(HeapTupleGetDatum(heap_form_tuple(BlessTupleDesc(tupdesc), values, nulls)));
 }

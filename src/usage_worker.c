@@ -77,7 +77,7 @@ UsageWorkerInit(void)
 							NULL,
 							&usage_retention,
 							30 * 24 * 60, 60, 3650 * 24 * 60,
-							PGC_SIGHUP,
+							PGC_SUSET,
 							GUC_UNIT_MIN,
 							NULL, NULL, NULL);
 	DefineCustomIntVariable("membership.audit_retention",
@@ -85,7 +85,7 @@ UsageWorkerInit(void)
 							NULL,
 							&audit_retention,
 							30 * 24 * 60, 60, 3650 * 24 * 60,
-							PGC_SIGHUP,
+							PGC_SUSET,
 							GUC_UNIT_MIN,
 							NULL, NULL, NULL);
 	DefineCustomRealVariable("membership.abuse_spike_factor",

@@ -27,8 +27,10 @@
 #include "access/stratnum.h"
 #include "access/table.h"
 #include "access/tableam.h"
+#include "access/xlog.h"
 #include "executor/tuptable.h"
 #include "fmgr.h"
+#include "mb/pg_wchar.h"
 #include "miscadmin.h"
 #include "utils/builtins.h"
 #include "utils/date.h"
@@ -214,14 +216,13 @@ lookup_by_email(const pg_uuid_t *org, bytea *email_hash, Snapshot snapshot, Veri
 	TupleTableSlot *slot = table_slot_create(members, NULL);
 	Datum		value = PointerGetDatum(email_hash);
 
-	if (probe_one(members, rels.members_by_email, 1, by_email, &value, rels.m_org, org,
-				  snapshot, slot))
-		member_verdict(slot, verdict);
-	else
+	if (!(probe_one(members, rels.members_by_email, 1, by_email, &value, rels.m_org, org,
+					snapshot, slot) &&
+		  member_verdict(slot, verdict)))
 	{
 		/*
-		 * Not a member: perhaps the dependent of an active member (of any of
-		 * the members who list this person).
+		 * Not an active member: perhaps the dependent of an active member
+		 * (of any of the members who list this person).
 		 */
 		Relation	dependents = table_open(rels.dependents, AccessShareLock);
 		TupleTableSlot *dslot = table_slot_create(dependents, NULL);
@@ -238,8 +239,8 @@ lookup_by_email(const pg_uuid_t *org, bytea *email_hash, Snapshot snapshot, Veri
 			{
 				TimestampTz since = DatumGetTimestampTz(dslot->tts_values[rels.d_created_at]);
 
-				verdict->member_since = DatumGetDateADT(DirectFunctionCall1(timestamptz_date,
-																			TimestampTzGetDatum(since)));
+				/* the date in UTC, whatever the session's time zone: answers are shared */
+				verdict->member_since = (DateADT) (since / USECS_PER_DAY);
 				strlcpy(verdict->tier, "dependent", sizeof(verdict->tier));
 			}
 		}
@@ -379,6 +380,12 @@ membership_verify_member(PG_FUNCTION_ARGS)
 	TimestampTz now;
 
 	membership_require_preload("verify_member");
+	if (RecoveryInProgress())
+		ereport(ERROR,
+				(errcode(ERRCODE_READ_ONLY_SQL_TRANSACTION),
+				 errmsg("verification is not available on a standby server"),
+				 errdetail("Verification calls are limited and metered, and only the primary can do both."),
+				 errhint("Send verification calls to the primary.")));
 	resolve_provider_key(api_key, &key);
 
 	/* the question must make sense before it is counted */
@@ -400,7 +407,8 @@ membership_verify_member(PG_FUNCTION_ARGS)
 	}
 	else
 	{
-		if (VARSIZE_ANY_EXHDR(user_id) == 0 || VARSIZE_ANY_EXHDR(user_id) > 200)
+		if (VARSIZE_ANY_EXHDR(user_id) == 0 ||
+			pg_mbstrlen_with_len(VARDATA_ANY(user_id), VARSIZE_ANY_EXHDR(user_id)) > 200)
 			ereport(ERROR,
 					(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
 					 errmsg("user_id must be 1 to 200 characters")));
@@ -419,7 +427,8 @@ membership_verify_member(PG_FUNCTION_ARGS)
 								   "rate limit of %d calls per minute exceeded",
 								   key.requests_per_minute, key.requests_per_minute),
 					 errdetail("Key \"%s\" has made all the calls its plan allows in this minute.", key.prefix),
-					 errhint("Retry after %d seconds.", retry_seconds)));
+					 errhint_plural("Retry after %d second.", "Retry after %d seconds.",
+									retry_seconds, retry_seconds)));
 	}
 
 	if (!answercache_fetch(&key.org_id, email != NULL, subject, &tag, &generation, &verdict))

@@ -31,6 +31,8 @@ SELECT membership.flush_usage(1, array_agg(key_id), array_agg(date_trunc('minute
 FROM (SELECT * FROM provider_keys ORDER BY slug) k \gset
 INSERT INTO membership.abuse_alerts (organisation_id, api_key_id, kind, started_at, last_seen_at, peak_calls, baseline)
 SELECT organisation_id, key_id, 'velocity_spike', now(), now(), 900, 10 FROM provider_keys;
+INSERT INTO membership.usage_months (organisation_id, api_key_id, month, allowed)
+SELECT organisation_id, key_id, date_trunc('month', now() - interval '3 months'), 1000 FROM provider_keys;
 SELECT membership.flush_audit(array_agg(key_id), array_agg(organisation_id), array_agg(now()),
                               array_agg(true), array_agg(false), array_agg(sha256(slug::bytea))) AS audited
 FROM provider_keys \gset

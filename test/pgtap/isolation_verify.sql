@@ -2,7 +2,7 @@
 -- learns nothing about organisation B's members, and an administrator of A
 -- sees only A's usage and alerts.
 BEGIN;
-SELECT plan(14);
+SELECT plan(15);
 \ir ../fixtures.sql
 
 SELECT fixture.new_org('viso-a') IS NOT NULL AS a, fixture.new_org('viso-b') IS NOT NULL AS b \gset
@@ -71,6 +71,19 @@ SELECT throws_ok('SELECT * FROM membership_api.abuse_alerts()', 'PT401', NULL,
 RESET ROLE;
 RESET SESSION AUTHORIZATION;
 SELECT set_config('request.jwt.claims', '', true);
+
+-- the platform's view of the audit is per organisation
+SELECT membership.flush_audit(array_agg(k.id), array_agg(k.organisation_id), array_agg(now()), array_agg(true),
+                              array_agg(false), array_agg(sha256(o.slug::bytea)))
+FROM membership.api_keys k JOIN membership.organisations o ON o.id = k.organisation_id
+WHERE o.slug IN ('viso-a', 'viso-b') AND k.provider_id IS NOT NULL;
+SELECT fixture.org('viso-a') AS viso_a \gset
+SET ROLE membership_platform_admin;
+SELECT results_eq(format('SELECT provider, subject_hash FROM membership.verification_audit_of(%L, now() - interval ''1 hour'', now() + interval ''1 hour'')',
+                         :'viso_a'),
+                  $$VALUES ('viso-a-bank', sha256('viso-a'::bytea))$$,
+                  'verification_audit_of(A) shows A''s audit records only');
+RESET ROLE;
 
 -- the flusher's functions and the monitoring functions are not for clients
 SET ROLE membership_provider;

@@ -1,6 +1,29 @@
 -- Members manage their own dependents through the gateway.  Dependents that
 -- the organisation syncs stay under the organisation's control.
 
+-- A member has at most 10 current dependents, however they were added
+-- (synced by the organisation or registered by the member).  The trigger
+-- locks the member's row, so concurrent additions count one another.
+CREATE FUNCTION membership.check_dependent_limit() RETURNS trigger
+    LANGUAGE plpgsql
+    SET search_path = pg_catalog, membership, pg_temp
+    AS $$
+BEGIN
+    IF NEW.removed_at IS NULL THEN
+        PERFORM FROM membership.members m WHERE m.id = NEW.member_id FOR NO KEY UPDATE;
+        IF (SELECT count(*) FROM membership.dependents d
+            WHERE d.member_id = NEW.member_id AND d.removed_at IS NULL AND d.id <> NEW.id) >= 10 THEN
+            RAISE EXCEPTION USING ERRCODE = 'PT409',
+                MESSAGE = 'a member can have at most 10 dependents';
+        END IF;
+    END IF;
+    RETURN NEW;
+END
+$$;
+CREATE TRIGGER dependents_limit
+    BEFORE INSERT OR UPDATE OF removed_at, member_id ON membership.dependents
+    FOR EACH ROW EXECUTE FUNCTION membership.check_dependent_limit();
+
 -- The calling member, refusing (PT403) anyone who is not a current, active
 -- member.  Member-facing functions that change things start here.
 CREATE FUNCTION membership.require_active_member() RETURNS membership.members
@@ -62,12 +85,6 @@ BEGIN
     IF FOUND THEN
         RETURN v_existing.id;
     END IF;
-    IF (SELECT count(*) FROM membership.dependents d
-        WHERE d.member_id = v_member.id AND d.removed_at IS NULL) >= 10 THEN
-        RAISE EXCEPTION USING ERRCODE = 'PT409',
-            MESSAGE = 'a member can have at most 10 dependents';
-    END IF;
-
     INSERT INTO membership.dependents (organisation_id, member_id, email, name, relationship, source)
     VALUES (v_caller.organisation_id, v_member.id, v_email, nullif(btrim(name), ''),
             register_dependent.relationship, 'member')

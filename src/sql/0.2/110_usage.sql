@@ -49,20 +49,61 @@ CREATE FUNCTION membership.flush_usage(p_epoch bigint, p_keys bigint[], p_minute
     SELECT count(*) FROM written
 $$;
 
--- Delete usage and audit rows older than their retention; run hourly by
--- the flusher.
+-- Usage per key and calendar month (UTC), for invoices: what per-minute
+-- usage becomes once it is older than membership.usage_retention.
+CREATE TABLE membership.usage_months (
+    organisation_id uuid NOT NULL,
+    api_key_id      bigint NOT NULL REFERENCES membership.api_keys (id) ON DELETE CASCADE,
+    provider_id     uuid,
+    month           date NOT NULL CHECK (extract(day FROM month) = 1),
+    allowed         bigint NOT NULL DEFAULT 0 CHECK (allowed >= 0),
+    refused         bigint NOT NULL DEFAULT 0 CHECK (refused >= 0),
+    verified_true   bigint NOT NULL DEFAULT 0 CHECK (verified_true >= 0),
+    verified_false  bigint NOT NULL DEFAULT 0 CHECK (verified_false >= 0),
+    PRIMARY KEY (api_key_id, month)
+);
+CREATE INDEX usage_months_organisation_idx ON membership.usage_months (organisation_id, month);
+COMMENT ON TABLE membership.usage_months IS
+    'tenant: verification calls per API key and month, rolled up from usage_minutes';
+SELECT membership.isolate_table('membership.usage_months');
+
+-- Roll per-minute usage older than its retention up into months, in the
+-- same transaction that deletes it (so every call is counted once, in one
+-- place or the other), and delete audit records older than theirs.  Run
+-- hourly by the flusher.
 CREATE FUNCTION membership.expire_usage(as_of timestamptz DEFAULT pg_catalog.now())
     RETURNS bigint
     LANGUAGE plpgsql
     SET search_path = pg_catalog, membership, pg_temp
     AS $$
 DECLARE
+    v_cutoff timestamptz := as_of - coalesce(current_setting('membership.usage_retention', true), '30d')::interval;
     v_usage bigint;
     v_audit bigint;
 BEGIN
-    DELETE FROM membership.usage_minutes
-    WHERE minute < as_of - coalesce(current_setting('membership.usage_retention', true), '30d')::interval;
-    GET DIAGNOSTICS v_usage = ROW_COUNT;
+    WITH gone AS (
+        DELETE FROM membership.usage_minutes u WHERE u.minute < v_cutoff
+        RETURNING u.*
+    ), months AS (
+        SELECT g.organisation_id, g.api_key_id, g.provider_id,
+               date_trunc('month', g.minute AT TIME ZONE 'UTC')::date AS month,
+               sum(g.allowed) AS allowed, sum(g.refused) AS refused,
+               sum(g.verified_true) AS verified_true, sum(g.verified_false) AS verified_false,
+               count(*) AS minutes
+        FROM gone g
+        GROUP BY 1, 2, 3, 4
+    ), rolled AS (
+        INSERT INTO membership.usage_months AS m
+            (organisation_id, api_key_id, provider_id, month, allowed, refused, verified_true, verified_false)
+        SELECT organisation_id, api_key_id, provider_id, month, allowed, refused, verified_true, verified_false
+        FROM months
+        ON CONFLICT (api_key_id, month) DO UPDATE
+        SET allowed = m.allowed + EXCLUDED.allowed,
+            refused = m.refused + EXCLUDED.refused,
+            verified_true = m.verified_true + EXCLUDED.verified_true,
+            verified_false = m.verified_false + EXCLUDED.verified_false
+        RETURNING 1)
+    SELECT coalesce(sum(minutes), 0) INTO v_usage FROM months, (SELECT count(*) FROM rolled) AS r;
     DELETE FROM membership.verification_audit
     WHERE at < as_of - coalesce(current_setting('membership.audit_retention', true), '30d')::interval;
     GET DIAGNOSTICS v_audit = ROW_COUNT;
@@ -70,8 +111,10 @@ BEGIN
 END
 $$;
 
--- Monthly totals per provider, for invoices: the months from the one
--- holding from_date up to the one before to_date's.
+-- Monthly totals per provider, for invoices: calls made from from_date
+-- (inclusive) to to_date (exclusive), UTC, by calendar month, whether
+-- still per minute or already rolled up.  Months already rolled up count
+-- whole: pass the first of a month to from_date for exact invoices.
 CREATE FUNCTION membership.usage_totals(p_org uuid, from_date date, to_date date)
     RETURNS TABLE (month date, provider text, allowed bigint, refused bigint,
                    verified_true bigint, verified_false bigint)
@@ -88,15 +131,21 @@ BEGIN
             MESSAGE = 'to_date must be after from_date';
     END IF;
     RETURN QUERY
-        SELECT date_trunc('month', u.minute AT TIME ZONE 'UTC')::date,
-               coalesce(p.slug, '(organisation)'),
+        SELECT u.month, coalesce(p.slug, '(organisation)'),
                sum(u.allowed)::bigint, sum(u.refused)::bigint,
                sum(u.verified_true)::bigint, sum(u.verified_false)::bigint
-        FROM membership.usage_minutes u
+        FROM (SELECT date_trunc('month', m.minute AT TIME ZONE 'UTC')::date AS month, m.provider_id,
+                     m.allowed, m.refused, m.verified_true, m.verified_false
+              FROM membership.usage_minutes m
+              WHERE m.organisation_id = p_org
+                AND m.minute >= from_date::timestamp AT TIME ZONE 'UTC'
+                AND m.minute < to_date::timestamp AT TIME ZONE 'UTC'
+              UNION ALL
+              SELECT r.month, r.provider_id, r.allowed, r.refused, r.verified_true, r.verified_false
+              FROM membership.usage_months r
+              WHERE r.organisation_id = p_org
+                AND r.month >= date_trunc('month', from_date)::date AND r.month < to_date) AS u
         LEFT JOIN membership.providers p ON p.id = u.provider_id
-        WHERE u.organisation_id = p_org
-          AND u.minute >= from_date::timestamp AT TIME ZONE 'UTC'
-          AND u.minute < to_date::timestamp AT TIME ZONE 'UTC'
         GROUP BY 1, 2
         ORDER BY 1, 2;
 END
@@ -149,7 +198,8 @@ CREATE FUNCTION membership.read_metering_status(
         OUT key_cache_full bigint, OUT last_flush_at timestamptz, OUT flush_lag interval,
         OUT flusher_pid integer, OUT audit_queued bigint, OUT audit_dropped bigint,
         OUT epoch bigint, OUT verify_cache_used bigint, OUT verify_cache_size bigint,
-        OUT verify_cache_fills bigint, OUT verify_cache_evictions bigint)
+        OUT verify_cache_fills bigint, OUT verify_cache_evictions bigint,
+        OUT other_database_calls bigint)
     LANGUAGE C VOLATILE PARALLEL RESTRICTED
     AS 'MODULE_PATHNAME', 'membership_metering_status';
 GRANT EXECUTE ON FUNCTION membership.read_metering_status() TO membership_platform_admin;

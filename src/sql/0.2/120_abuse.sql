@@ -56,9 +56,11 @@ BEGIN
         RAISE EXCEPTION USING ERRCODE = 'null_value_not_allowed', MESSAGE = 'minute must not be null';
     END IF;
 
-    CREATE TEMPORARY TABLE IF NOT EXISTS membership_abuse_findings (
-        api_key_id bigint, kind text, calls bigint, baseline numeric, miss_share numeric
-    ) ON COMMIT DROP;
+    IF to_regclass('pg_temp.membership_abuse_findings') IS NULL THEN
+        CREATE TEMPORARY TABLE membership_abuse_findings (
+            api_key_id bigint, kind text, calls bigint, baseline numeric, miss_share numeric
+        ) ON COMMIT DROP;
+    END IF;
     TRUNCATE membership_abuse_findings;
 
     INSERT INTO membership_abuse_findings

@@ -35,3 +35,30 @@ CREATE FUNCTION membership.flush_audit(p_keys bigint[], p_orgs uuid[], p_at time
         RETURNING 1)
     SELECT count(*) FROM written
 $$;
+
+-- An organisation's audited verification calls in [since, until), newest
+-- first, for the platform.
+CREATE FUNCTION membership.verification_audit_of(organisation uuid, since timestamptz,
+                                                 until timestamptz DEFAULT pg_catalog.now())
+    RETURNS TABLE (at timestamptz, provider text, api_key text, lookup text, subject_hash bytea,
+                   verified boolean)
+    LANGUAGE plpgsql SECURITY DEFINER
+    SET search_path = pg_catalog, membership, pg_temp
+    AS $$
+BEGIN
+    PERFORM membership.enter_organisation(organisation);
+    IF since IS NULL OR until IS NULL THEN
+        RAISE EXCEPTION USING ERRCODE = 'null_value_not_allowed',
+            MESSAGE = 'since and until must not be null';
+    END IF;
+    RETURN QUERY
+        SELECT a.at, p.slug, k.prefix, a.lookup, a.subject_hash, a.verified
+        FROM membership.verification_audit a
+        JOIN membership.api_keys k ON k.id = a.api_key_id
+        LEFT JOIN membership.providers p ON p.id = k.provider_id
+        WHERE a.organisation_id = organisation AND a.at >= since AND a.at < until
+        ORDER BY a.at DESC, a.id DESC;
+END
+$$;
+GRANT EXECUTE ON FUNCTION membership.verification_audit_of(uuid, timestamptz, timestamptz)
+    TO membership_platform_admin;
