@@ -30,6 +30,7 @@ _PG_init(void)
 
 	TenantInit();
 	IdentityInit();
+	JobsInit();
 
 	MarkGUCPrefixReserved("membership");
 }

@@ -37,6 +37,7 @@ extern bool membership_preloaded;
 /* Subsystem initialisation, called once from _PG_init(). */
 extern void TenantInit(void);
 extern void IdentityInit(void);
+extern void JobsInit(void);
 
 extern void membership_require_preload(const char *feature);
 
@@ -103,5 +104,9 @@ extern Oid	membership_relid(const char *relname);
 extern AttrNumber membership_attnum(Relation rel, const char *colname);
 extern HeapTuple membership_fetch_unique(Relation rel, Oid indexid, int nkeys,
 										 ScanKey keys);
+
+/* jobs.c: periodic jobs, their runs and their progress */
+extern void jobs_report_progress(int64 done, int64 total, const char *phase);
+extern pg_uuid_t *jobs_organisation_ids(int *count);
 
 #endif							/* MEMBERSHIP_H */
