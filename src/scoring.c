@@ -24,20 +24,20 @@
  * SQL form of the formula gives the very same scores.
  *
  * The nightly pass (membership.score_feeds) reads each organisation's
- * members, consents, preferences, usage and offers with one query each,
- * scores in memory, and writes the organisation's feeds with three
- * set-based statements that read the results back through
- * membership.scored_feeds().  Everything happens in one transaction, so a
- * reader sees the previous night's feeds until the pass commits and the
- * new ones after: never a mix.  Feeds that did not change are not
- * rewritten.
+ * members, preferences, usage and offers with one query each (no query per
+ * member), scores in memory, compares with the organisation's stored feeds
+ * and writes only what changed, with set-based statements that read the new
+ * feeds back through membership.scored_feeds().  Everything happens in the
+ * one transaction, so a reader sees the previous night's feeds until the
+ * pass commits and the new ones after: never a mix.
  *
  * A member who changes a preference or a consent gets a fresh feed at once
  * (membership.refresh_feed, with membership.score_member).  A refresh that
  * happens while a nightly pass runs must not be overwritten by the pass's
  * older view of that member, so the pass notes when it started, under a
  * lock that waits for refreshes in flight, and leaves alone every feed
- * refreshed after that moment.
+ * refreshed after that moment; while it writes an organisation's feeds it
+ * holds that lock, so no refresh writes in between.
  *
  *-------------------------------------------------------------------------
  */
@@ -53,6 +53,7 @@
 #include "utils/array.h"
 #include "utils/builtins.h"
 #include "utils/date.h"
+#include "utils/guc.h"
 #include "utils/hsearch.h"
 #include "utils/memutils.h"
 #include "utils/timestamp.h"
@@ -70,8 +71,9 @@ PG_FUNCTION_INFO_V1(membership_score_member);
  * Advisory locks (pg_locks: locktype "advisory", classid SCORING_LOCK_KEY,
  * objid the second key).  RUN is held by a nightly pass for its whole
  * transaction, so two passes cannot overlap.  FENCE is held in share mode
- * by every refresh (membership.refresh_feed) and taken exclusively for an
- * instant by a pass that notes its starting time.
+ * by every refresh (membership.refresh_feed) until it commits, and taken
+ * exclusively by a pass for an instant when it notes its starting time and
+ * while it writes each organisation's feeds.
  */
 #define SCORING_LOCK_KEY	0x6D656D62	/* "memb" */
 #define SCORING_LOCK_RUN	1
@@ -85,9 +87,10 @@ typedef struct Catalogue
 {
 	int			ncategories;
 	char	  **categories;		/* in byte order, for bsearch */
-	int			nbenefits;		/* active benefits, by ascending id */
+	int			nbenefits;		/* every benefit, by ascending id */
 	int32	   *benefit_id;
 	int		   *benefit_category;
+	bool	   *benefit_active;
 	double	   *benefit_base;
 	double	   *benefit_recency;
 	HTAB	   *relevance;		/* profession -> RelevanceEntry */
@@ -131,6 +134,9 @@ typedef struct OrgBatch
 	int		   *feed_len;
 	int32	   *feed_ids;
 	double	   *feed_scores;
+	/* the members whose feeds membership.scored_feeds() returns now */
+	int			nwrite;
+	int		   *write_members;
 } OrgBatch;
 
 /* Per-category work space for scoring one member. */
@@ -138,10 +144,11 @@ typedef struct Scratch
 {
 	bool	   *hidden;
 	double	   *match;
+	int64	   *uses;
 	double	   *usage;
 } Scratch;
 
-/* The batch that membership.scored_feeds() returns, while a pass writes. */
+/* The batch whose feeds membership.scored_feeds() returns, while a pass writes. */
 static OrgBatch *writing_batch = NULL;
 
 /* Statements, prepared once per backend and kept. */
@@ -157,6 +164,7 @@ enum
 	STMT_MEMBER,
 	STMT_MEMBER_PREFS,
 	STMT_MEMBER_USAGE,
+	STMT_STORED_FEEDS,
 	STMT_UPDATE_FEEDS,
 	STMT_INSERT_FEEDS,
 	STMT_DELETE_FEEDS,
@@ -180,8 +188,8 @@ static const Statement statements[STMT_COUNT] = {
 		0, {InvalidOid}
 	},
 	[STMT_BENEFITS] = {
-		"SELECT b.id, b.category, b.base_score, b.added_on FROM membership.benefits b"
-		" WHERE b.active ORDER BY b.id",
+		"SELECT b.id, b.category, b.base_score, b.added_on, b.active FROM membership.benefits b"
+		" ORDER BY b.id",
 		0, {InvalidOid}
 	},
 	[STMT_RELEVANCE] = {
@@ -194,10 +202,13 @@ static const Statement statements[STMT_COUNT] = {
 		1, {UUIDOID}
 	},
 	[STMT_MEMBERS] = {
-		"SELECT m.id, lower(m.profession), coalesce(p.granted, false), coalesce(t.granted, false)"
+		"SELECT m.id, lower(m.profession), coalesce(c.personalisation, false), coalesce(c.tracking, false)"
 		" FROM membership.members m"
-		" LEFT JOIN membership.consents p ON p.member_id = m.id AND p.consent = 'personalisation'"
-		" LEFT JOIN membership.consents t ON t.member_id = m.id AND t.consent = 'usage_tracking'"
+		" LEFT JOIN (SELECT c.member_id,"
+		"                   bool_or(c.consent = 'personalisation' AND c.granted) AS personalisation,"
+		"                   bool_or(c.consent = 'usage_tracking' AND c.granted) AS tracking"
+		"            FROM membership.consents c WHERE c.organisation_id = $1"
+		"            GROUP BY c.member_id) c ON c.member_id = m.id"
 		" WHERE m.organisation_id = $1 AND m.status = 'active' AND m.removed_at IS NULL"
 		" ORDER BY m.id",
 		1, {UUIDOID}
@@ -208,19 +219,20 @@ static const Statement statements[STMT_COUNT] = {
 		1, {UUIDOID}
 	},
 	[STMT_USAGE] = {
-		"SELECT u.member_id, b.category, count(*) FROM membership.benefit_usage u"
-		" JOIN membership.benefits b ON b.id = u.benefit_id"
+		"SELECT u.member_id, u.benefit_id, count(*) FROM membership.benefit_usage u"
 		" WHERE u.organisation_id = $1 AND u.member_id IS NOT NULL"
 		" AND u.used_at >= $2 - 365 AND u.used_at < $2 + 1"
-		" GROUP BY u.member_id, b.category ORDER BY u.member_id",
+		" GROUP BY u.member_id, u.benefit_id ORDER BY u.member_id",
 		2, {UUIDOID, DATEOID}
 	},
 	[STMT_MEMBER] = {
-		"SELECT m.id, lower(m.profession), coalesce(p.granted, false), coalesce(t.granted, false),"
+		"SELECT m.id, lower(m.profession),"
+		" coalesce((SELECT c.granted FROM membership.consents c"
+		"           WHERE c.member_id = m.id AND c.consent = 'personalisation'), false),"
+		" coalesce((SELECT c.granted FROM membership.consents c"
+		"           WHERE c.member_id = m.id AND c.consent = 'usage_tracking'), false),"
 		" m.organisation_id"
 		" FROM membership.members m"
-		" LEFT JOIN membership.consents p ON p.member_id = m.id AND p.consent = 'personalisation'"
-		" LEFT JOIN membership.consents t ON t.member_id = m.id AND t.consent = 'usage_tracking'"
 		" WHERE m.id = $1 AND m.status = 'active' AND m.removed_at IS NULL",
 		1, {UUIDOID}
 	},
@@ -230,34 +242,31 @@ static const Statement statements[STMT_COUNT] = {
 		1, {UUIDOID}
 	},
 	[STMT_MEMBER_USAGE] = {
-		"SELECT u.member_id, b.category, count(*) FROM membership.benefit_usage u"
-		" JOIN membership.benefits b ON b.id = u.benefit_id"
-		" WHERE u.member_id = $1 AND u.used_at >= $2 - 365 AND u.used_at < $2 + 1"
-		" GROUP BY u.member_id, b.category",
-		2, {UUIDOID, DATEOID}
+		"SELECT u.member_id, u.benefit_id, count(*) FROM membership.benefit_usage u"
+		" WHERE u.organisation_id = $3 AND u.member_id = $1"
+		" AND u.used_at >= $2 - 365 AND u.used_at < $2 + 1"
+		" GROUP BY u.member_id, u.benefit_id",
+		3, {UUIDOID, DATEOID, UUIDOID}
 	},
-	/* feeds that changed, unless refreshed since the pass started ($2) */
+	/* an organisation's stored feeds, with whether refreshed since the pass started */
+	[STMT_STORED_FEEDS] = {
+		"SELECT f.member_id, f.benefit_ids, f.scores, f.scored_at >= $2 FROM membership.feeds f"
+		" WHERE f.organisation_id = $1 ORDER BY f.member_id",
+		2, {UUIDOID, TIMESTAMPTZOID}
+	},
 	[STMT_UPDATE_FEEDS] = {
 		"UPDATE membership.feeds f SET benefit_ids = s.benefit_ids, scores = s.scores, scored_at = $2"
-		" FROM membership.scored_feeds() s"
-		" WHERE f.organisation_id = $1 AND f.member_id = s.member_id AND f.scored_at < $2"
-		" AND (f.benefit_ids <> s.benefit_ids OR f.scores <> s.scores)",
+		" FROM membership.scored_feeds() s WHERE f.organisation_id = $1 AND f.member_id = s.member_id",
 		2, {UUIDOID, TIMESTAMPTZOID}
 	},
-	/* members without a feed yet; a concurrent refresh's row wins */
 	[STMT_INSERT_FEEDS] = {
 		"INSERT INTO membership.feeds (organisation_id, member_id, benefit_ids, scores, scored_at)"
-		" SELECT $1, s.member_id, s.benefit_ids, s.scores, $2 FROM membership.scored_feeds() s"
-		" WHERE NOT EXISTS (SELECT FROM membership.feeds f"
-		"                   WHERE f.organisation_id = $1 AND f.member_id = s.member_id)"
-		" ON CONFLICT (organisation_id, member_id) DO NOTHING",
+		" SELECT $1, s.member_id, s.benefit_ids, s.scores, $2 FROM membership.scored_feeds() s",
 		2, {UUIDOID, TIMESTAMPTZOID}
 	},
-	/* feeds of members who no longer get one (inactive, removed, nothing offered) */
 	[STMT_DELETE_FEEDS] = {
-		"DELETE FROM membership.feeds f WHERE f.organisation_id = $1 AND f.scored_at < $2"
-		" AND NOT EXISTS (SELECT FROM membership.scored_feeds() s WHERE s.member_id = f.member_id)",
-		2, {UUIDOID, TIMESTAMPTZOID}
+		"DELETE FROM membership.feeds f WHERE f.organisation_id = $1 AND f.member_id = ANY ($2)",
+		2, {UUIDOID, UUIDARRAYOID}
 	},
 };
 
@@ -309,7 +318,7 @@ category_index(const Catalogue *cat, Datum name)
 	return found ? (int) (found - cat->categories) : -1;
 }
 
-/* The index of an active benefit of the catalogue, or -1. */
+/* The index of a benefit of the catalogue, or -1. */
 static int
 benefit_index(const Catalogue *cat, int32 id)
 {
@@ -331,8 +340,8 @@ benefit_index(const Catalogue *cat, int32 id)
 }
 
 /*
- * Load the categories, the active benefits (with their recency on the
- * scoring date) and the relevance matrix into "cxt".
+ * Load the categories, the benefits (with their recency on the scoring
+ * date) and the relevance matrix into "cxt".
  */
 static void
 load_catalogue(Catalogue *cat, DateADT as_of, MemoryContext cxt)
@@ -358,6 +367,7 @@ load_catalogue(Catalogue *cat, DateADT as_of, MemoryContext cxt)
 	cat->nbenefits = (int) SPI_processed;
 	cat->benefit_id = palloc(Max(cat->nbenefits, 1) * sizeof(int32));
 	cat->benefit_category = palloc(Max(cat->nbenefits, 1) * sizeof(int));
+	cat->benefit_active = palloc(Max(cat->nbenefits, 1) * sizeof(bool));
 	cat->benefit_base = palloc(Max(cat->nbenefits, 1) * sizeof(double));
 	cat->benefit_recency = palloc(Max(cat->nbenefits, 1) * sizeof(double));
 	for (int i = 0; i < cat->nbenefits; i++)
@@ -370,6 +380,7 @@ load_catalogue(Catalogue *cat, DateADT as_of, MemoryContext cxt)
 		if (cat->benefit_category[i] < 0)
 			elog(ERROR, "benefit %d has an unknown category", cat->benefit_id[i]);
 		cat->benefit_base[i] = DatumGetFloat8(column(i, 3, &isnull));
+		cat->benefit_active[i] = DatumGetBool(column(i, 5, &isnull));
 		added = DatumGetDateADT(column(i, 4, &isnull));
 		cat->benefit_recency[i] =
 			(added <= as_of && added > as_of - RECENCY_DAYS) ? 1.0 : 0.0;
@@ -437,8 +448,8 @@ load_offers(OrgBatch *batch, const Catalogue *cat, MemoryContext cxt)
 		bool		isnull;
 		int			b = benefit_index(cat, DatumGetInt32(column(i, 1, &isnull)));
 
-		if (b < 0)
-			continue;			/* not active */
+		if (b < 0 || !cat->benefit_active[b])
+			continue;
 		batch->offer_benefit[batch->noffers] = b;
 		batch->offer_weight[batch->noffers] = DatumGetFloat8(column(i, 2, &isnull));
 		batch->noffers++;
@@ -471,9 +482,10 @@ take_members(OrgBatch *batch, const Catalogue *cat, MemoryContext cxt)
 }
 
 /*
- * Attach the rows of a preferences (usage == false) or usage statement,
- * ordered by member, to the batch's members, also in member order: one
- * merge.  Rows of members that are not in the batch are skipped.
+ * Attach the rows of a preferences (usage == false: member, category,
+ * hidden) or usage statement (member, benefit, uses), ordered by member, to
+ * the batch's members, also in member order: one merge.  Rows of members
+ * that are not in the batch are skipped; uses are kept by category.
  */
 static void
 take_member_rows(OrgBatch *batch, const Catalogue *cat, bool usage, MemoryContext cxt)
@@ -497,7 +509,14 @@ take_member_rows(OrgBatch *batch, const Catalogue *cat, bool usage, MemoryContex
 			m++;
 		if (m == batch->nmembers || cmp != 0)
 			continue;
-		c = category_index(cat, column(i, 2, &isnull));
+		if (usage)
+		{
+			int			b = benefit_index(cat, DatumGetInt32(column(i, 2, &isnull)));
+
+			c = b < 0 ? -1 : cat->benefit_category[b];
+		}
+		else
+			c = category_index(cat, column(i, 2, &isnull));
 		if (c < 0)
 			continue;
 
@@ -572,6 +591,7 @@ score_member_feed(const Catalogue *cat, const OrgBatch *batch, const MemberInput
 	{
 		s->hidden[c] = false;
 		s->match[c] = (m->personalised && m->relevance) ? m->relevance[c] : 0.0;
+		s->uses[c] = 0;
 		s->usage[c] = 0.0;
 	}
 	for (int i = m->first_pref; i < m->first_pref + m->npref; i++)
@@ -588,10 +608,12 @@ score_member_feed(const Catalogue *cat, const OrgBatch *batch, const MemberInput
 		int64		total = 0;
 
 		for (int i = m->first_usage; i < m->first_usage + m->nusage; i++)
+		{
+			s->uses[batch->usage_category[i]] += batch->usage_count[i];
 			total += batch->usage_count[i];
-		for (int i = m->first_usage; i < m->first_usage + m->nusage; i++)
-			s->usage[batch->usage_category[i]] =
-				(double) batch->usage_count[i] / (double) total;
+		}
+		for (int c = 0; c < cat->ncategories; c++)
+			s->usage[c] = (double) s->uses[c] / (double) total;
 	}
 
 	for (int j = 0; j < batch->noffers; j++)
@@ -622,16 +644,27 @@ score_member_feed(const Catalogue *cat, const OrgBatch *batch, const MemberInput
 	return n;
 }
 
-/* Score every member of a batch. */
+/*
+ * Score every member of a batch.
+ *
+ * A member with no preferences and no usage that counts has the feed of
+ * every such member with the same profession (without the personalisation
+ * consent, the profession does not count either): such feeds are computed
+ * once per organisation and copied.  Most members are like that.
+ */
 static void
 score_batch(const Catalogue *cat, OrgBatch *batch, MemoryContext cxt)
 {
 	MemoryContext old = MemoryContextSwitchTo(cxt);
 	Scratch		s;
 	int			ncat = Max(cat->ncategories, 1);
+	int			nshared = 0;
+	int			maxshared = 16;
+	int		   *shared = palloc(maxshared * sizeof(int));
 
 	s.hidden = palloc(ncat * sizeof(bool));
 	s.match = palloc(ncat * sizeof(double));
+	s.uses = palloc(ncat * sizeof(int64));
 	s.usage = palloc(ncat * sizeof(double));
 	batch->feed_len = palloc(Max(batch->nmembers, 1) * sizeof(int));
 	batch->feed_ids = palloc(Max(batch->nmembers, 1) * FEED_SIZE * sizeof(int32));
@@ -640,12 +673,47 @@ score_batch(const Catalogue *cat, OrgBatch *batch, MemoryContext cxt)
 
 	for (int i = 0; i < batch->nmembers; i++)
 	{
+		const MemberInput *m = &batch->members[i];
+		int			same = -1;
+
 		if ((i & 1023) == 0)
 			CHECK_FOR_INTERRUPTS();
-		batch->feed_len[i] = score_member_feed(cat, batch, &batch->members[i], &s,
-											   &batch->feed_ids[i * FEED_SIZE],
-											   &batch->feed_scores[i * FEED_SIZE]);
+
+		if (m->npref == 0 && !(m->personalised && m->tracking && m->nusage > 0))
+		{
+			for (int k = 0; k < nshared && same < 0; k++)
+			{
+				const MemberInput *o = &batch->members[shared[k]];
+
+				if (o->personalised == m->personalised &&
+					(!m->personalised || o->relevance == m->relevance))
+					same = shared[k];
+			}
+			if (same < 0)
+			{
+				if (nshared == maxshared)
+				{
+					maxshared *= 2;
+					shared = repalloc(shared, maxshared * sizeof(int));
+				}
+				shared[nshared++] = i;
+			}
+		}
+
+		if (same >= 0)
+		{
+			batch->feed_len[i] = batch->feed_len[same];
+			memcpy(&batch->feed_ids[i * FEED_SIZE], &batch->feed_ids[same * FEED_SIZE],
+				   FEED_SIZE * sizeof(int32));
+			memcpy(&batch->feed_scores[i * FEED_SIZE], &batch->feed_scores[same * FEED_SIZE],
+				   FEED_SIZE * sizeof(double));
+		}
+		else
+			batch->feed_len[i] = score_member_feed(cat, batch, m, &s,
+												   &batch->feed_ids[i * FEED_SIZE],
+												   &batch->feed_scores[i * FEED_SIZE]);
 	}
+	pfree(shared);
 }
 
 /* A member's feed as the two arrays that membership.feeds stores. */
@@ -670,9 +738,9 @@ feed_arrays(const OrgBatch *batch, int i, Datum *ids, Datum *scores)
  * membership.scored_feeds() RETURNS TABLE (member_id uuid, benefit_ids
  * integer[], scores real[])
  *
- * The feeds that the nightly pass has just computed for the organisation it
- * is writing, for its own set-based statements.  Members without any
- * benefit are left out.  Only the pass itself can call it usefully.
+ * Feeds that the nightly pass has just computed, for its own set-based
+ * statements: those it is inserting or updating now.  Only the pass itself
+ * can call it usefully.
  */
 Datum
 membership_scored_feeds(PG_FUNCTION_ARGS)
@@ -689,14 +757,13 @@ membership_scored_feeds(PG_FUNCTION_ARGS)
 	InitMaterializedSRF(fcinfo, 0);
 	rowcxt = AllocSetContextCreate(CurrentMemoryContext, "membership scored feeds",
 								   ALLOCSET_SMALL_SIZES);
-	for (int i = 0; i < writing_batch->nmembers; i++)
+	for (int k = 0; k < writing_batch->nwrite; k++)
 	{
+		int			i = writing_batch->write_members[k];
 		Datum		values[3];
 		bool		nulls[3] = {false, false, false};
 		MemoryContext old;
 
-		if (writing_batch->feed_len[i] == 0)
-			continue;
 		old = MemoryContextSwitchTo(rowcxt);
 		values[0] = UUIDPGetDatum(&writing_batch->members[i].id);
 		feed_arrays(writing_batch, i, &values[1], &values[2]);
@@ -715,21 +782,161 @@ forget_writing_batch(void *arg)
 	writing_batch = NULL;
 }
 
-/* Write a scored organisation's feeds; returns how many members have one. */
+/* Is a computed feed the same as a stored one? */
+static bool
+same_feed(const OrgBatch *batch, int i, Datum ids, Datum scores)
+{
+	ArrayType  *id_array = DatumGetArrayTypeP(ids);
+	ArrayType  *score_array = DatumGetArrayTypeP(scores);
+	int			n = batch->feed_len[i];
+	int32	   *stored_ids;
+	float4	   *stored_scores;
+
+	if (ARR_NDIM(id_array) != 1 || ARR_NDIM(score_array) != 1 ||
+		ARR_HASNULL(id_array) || ARR_HASNULL(score_array) ||
+		ARR_DIMS(id_array)[0] != n || ARR_DIMS(score_array)[0] != n)
+		return false;
+	/* one dimension, no nulls: the elements follow the fixed header */
+	stored_ids = (int32 *) ((char *) id_array + ARR_OVERHEAD_NONULLS(1));
+	stored_scores = (float4 *) ((char *) score_array + ARR_OVERHEAD_NONULLS(1));
+	for (int k = 0; k < n; k++)
+	{
+		if (stored_ids[k] != batch->feed_ids[i * FEED_SIZE + k] ||
+			stored_scores[k] != (float4) batch->feed_scores[i * FEED_SIZE + k])
+			return false;
+	}
+	return true;
+}
+
+/* Run a feed-writing statement over the batch members listed in "members". */
+static void
+write_members(OrgBatch *batch, int stmt, int *members, int n, Datum *args, int expected)
+{
+	if (n == 0)
+		return;
+	batch->write_members = members;
+	batch->nwrite = n;
+	writing_batch = batch;
+	execute(stmt, args, expected);
+	writing_batch = NULL;
+}
+
+/*
+ * Bring an organisation's stored feeds in line with the batch: insert the
+ * new ones, update those that changed, delete those of members who no
+ * longer get one, and leave alone the rest and any refreshed since the
+ * pass started (newer than what the pass read).  Returns how many members
+ * of the batch have a feed.
+ */
+static int
+store_feeds(OrgBatch *batch, TimestampTz started)
+{
+	Datum		args[2] = {UUIDPGetDatum(&batch->org), TimestampTzGetDatum(started)};
+	int		   *inserts = palloc(Max(batch->nmembers, 1) * sizeof(int));
+	int		   *updates = palloc(Max(batch->nmembers, 1) * sizeof(int));
+	int			ninserts = 0;
+	int			nupdates = 0;
+	Datum	   *deletes;
+	int			ndeletes = 0;
+	int			m = 0;
+	int			with_feed = 0;
+
+	execute(STMT_STORED_FEEDS, args, SPI_OK_SELECT);
+	deletes = palloc(Max(SPI_processed, 1) * sizeof(Datum));
+	for (uint64 r = 0; r <= SPI_processed; r++)
+	{
+		pg_uuid_t  *stored = NULL;
+		bool		isnull;
+		int			cmp = 1;
+
+		if (r < SPI_processed)
+			stored = DatumGetUUIDP(column(r, 1, &isnull));
+		/* members without a stored feed before this one */
+		while (m < batch->nmembers &&
+			   (stored == NULL ||
+				(cmp = memcmp(batch->members[m].id.data, stored->data, UUID_LEN)) < 0))
+		{
+			if (batch->feed_len[m] > 0)
+				inserts[ninserts++] = m;
+			m++;
+		}
+		if (stored == NULL)
+			break;
+		if (DatumGetBool(column(r, 4, &isnull)))
+		{
+			/* refreshed since the pass started: newer than the pass */
+			if (m < batch->nmembers && cmp == 0)
+				m++;
+			continue;
+		}
+		if (m < batch->nmembers && cmp == 0)
+		{
+			if (batch->feed_len[m] == 0)
+				deletes[ndeletes++] = UUIDPGetDatum(stored);
+			else if (!same_feed(batch, m, column(r, 2, &isnull), column(r, 3, &isnull)))
+				updates[nupdates++] = m;
+			m++;
+		}
+		else
+			deletes[ndeletes++] = UUIDPGetDatum(stored);
+	}
+
+	write_members(batch, STMT_UPDATE_FEEDS, updates, nupdates, args, SPI_OK_UPDATE);
+	write_members(batch, STMT_INSERT_FEEDS, inserts, ninserts, args, SPI_OK_INSERT);
+	if (ndeletes > 0)
+	{
+		args[1] = PointerGetDatum(construct_array(deletes, ndeletes, UUIDOID, UUID_LEN, false,
+												  TYPALIGN_CHAR));
+		execute(STMT_DELETE_FEEDS, args, SPI_OK_DELETE);
+	}
+	SPI_freetuptable(SPI_tuptable);
+
+	for (int i = 0; i < batch->nmembers; i++)
+		with_feed += batch->feed_len[i] > 0;
+	return with_feed;
+}
+
+static void
+set_scoring_locktag(LOCKTAG *tag, uint32 which)
+{
+	SET_LOCKTAG_ADVISORY(*tag, MyDatabaseId, SCORING_LOCK_KEY, which, 2);
+}
+
+/*
+ * Write a scored organisation's feeds; returns how many members have one.
+ *
+ * Refreshes wait while this runs (the FENCE lock), so nothing else writes
+ * the organisation's feeds between reading and writing them: a refresh
+ * that committed earlier is seen (and kept, being newer than the pass), a
+ * later one waits for the pass to commit and then overwrites the pass's
+ * row.  The update joins the scored feeds by hashing, whatever the
+ * statistics of membership.feeds say (right after the first night they
+ * still say it is empty).
+ */
 static int
 write_batch(OrgBatch *batch, TimestampTz started)
 {
-	Datum		args[2] = {UUIDPGetDatum(&batch->org), TimestampTzGetDatum(started)};
-	int			n = 0;
+	LOCKTAG		tag;
+	int			n;
 
-	for (int i = 0; i < batch->nmembers; i++)
-		n += batch->feed_len[i] > 0;
+	set_scoring_locktag(&tag, SCORING_LOCK_FENCE);
+	LockAcquire(&tag, ExclusiveLock, true, false);
+	PG_TRY();
+	{
+		int			nestlevel = NewGUCNestLevel();
 
-	writing_batch = batch;
-	execute(STMT_UPDATE_FEEDS, args, SPI_OK_UPDATE);
-	execute(STMT_INSERT_FEEDS, args, SPI_OK_INSERT);
-	execute(STMT_DELETE_FEEDS, args, SPI_OK_DELETE);
-	writing_batch = NULL;
+		(void) set_config_option("enable_nestloop", "off", PGC_USERSET, PGC_S_SESSION,
+								 GUC_ACTION_SAVE, true, 0, false);
+		batch->nwrite = store_feeds(batch, started);
+		AtEOXact_GUC(true, nestlevel);
+	}
+	PG_FINALLY();
+	{
+		LockRelease(&tag, ExclusiveLock, true);
+	}
+	PG_END_TRY();
+	n = batch->nwrite;
+	batch->nwrite = 0;
 	return n;
 }
 
@@ -744,12 +951,6 @@ enter_organisation(const pg_uuid_t *org)
 	caller.has_org = true;
 	memcpy(&caller.org_id, org, sizeof(pg_uuid_t));
 	tenant_set(&caller);
-}
-
-static void
-set_scoring_locktag(LOCKTAG *tag, uint32 which)
-{
-	SET_LOCKTAG_ADVISORY(*tag, MyDatabaseId, SCORING_LOCK_KEY, which, 2);
 }
 
 static DateADT
@@ -865,7 +1066,7 @@ membership_score_member(PG_FUNCTION_ARGS)
 	MemoryContext cxt;
 	Catalogue	cat;
 	OrgBatch	batch;
-	Datum		args[2];
+	Datum		args[3];
 
 	if (PG_ARGISNULL(0))
 		ereport(ERROR,
@@ -879,6 +1080,7 @@ membership_score_member(PG_FUNCTION_ARGS)
 	memset(&batch, 0, sizeof(batch));
 	args[0] = UUIDPGetDatum(member);
 	args[1] = DateADTGetDatum(as_of);
+	args[2] = (Datum) 0;
 
 	SPI_connect();
 	load_catalogue(&cat, as_of, cxt);
@@ -888,6 +1090,7 @@ membership_score_member(PG_FUNCTION_ARGS)
 		bool		isnull;
 
 		memcpy(&batch.org, DatumGetUUIDP(column(0, 5, &isnull)), sizeof(pg_uuid_t));
+		args[2] = UUIDPGetDatum(&batch.org);
 		take_members(&batch, &cat, cxt);
 		SPI_freetuptable(SPI_tuptable);
 

@@ -23,8 +23,9 @@ CREATE TABLE membership.benefit_usage (
     CONSTRAINT benefit_usage_reference_key UNIQUE (organisation_id, provider_id, reference)
 );
 CREATE INDEX benefit_usage_organisation_idx ON membership.benefit_usage (organisation_id, used_at);
-CREATE INDEX benefit_usage_member_idx ON membership.benefit_usage (member_id, used_at)
-    WHERE member_id IS NOT NULL;
+-- what scoring reads: each member's uses in the window, by an index-only scan
+CREATE INDEX benefit_usage_member_idx ON membership.benefit_usage (organisation_id, member_id, used_at)
+    INCLUDE (benefit_id) WHERE member_id IS NOT NULL;
 COMMENT ON TABLE membership.benefit_usage IS
     'tenant: uses of benefits reported by providers; member_id only with the member''s usage_tracking consent';
 SELECT membership.isolate_table('membership.benefit_usage');
