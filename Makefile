@@ -26,7 +26,8 @@ PG_CPPFLAGS = -I$(srcdir)/src
 PG_CFLAGS = -Wall -Wextra -Werror -Wno-unused-parameter
 
 # pg_regress suites, one per capability, in dependency order.
-REGRESS = install email organisations api_keys identity members sync dependents consents
+REGRESS = install email organisations api_keys identity members sync dependents consents \
+	jobs benefits scoring benefits_articles benefits_reports
 REGRESS_OPTS = --dbname=membership_regress
 
 PG_CONFIG ?= pg_config

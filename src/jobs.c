@@ -478,11 +478,15 @@ membership_report_job_progress(PG_FUNCTION_ARGS)
 				(errcode(ERRCODE_NULL_VALUE_NOT_ALLOWED),
 				 errmsg("done must not be null")));
 	done = PG_GETARG_INT64(0);
-	if (done < 0 || (total >= 0 && done > total) || (!PG_ARGISNULL(1) && total < 0))
+	if (done < 0 || (!PG_ARGISNULL(1) && total < 0))
 		ereport(ERROR,
 				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
-				 errmsg("invalid job progress " INT64_FORMAT " of " INT64_FORMAT, done, total),
-				 errhint("Progress counts are zero or more, and done is at most total.")));
+				 errmsg("job progress counts must be zero or more")));
+	if (!PG_ARGISNULL(1) && done > total)
+		ereport(ERROR,
+				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+				 errmsg("job progress " INT64_FORMAT " is more than the total " INT64_FORMAT,
+						done, total)));
 	if (phase != NULL && strlen(phase) >= JOB_PHASE_LEN)
 		ereport(ERROR,
 				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),

@@ -86,6 +86,10 @@ BEGIN
             MESSAGE = format('invalid schedule "%s"', schedule),
             HINT = 'Use five cron fields ("0 2 * * *") or a macro such as "@daily".';
     END IF;
+    IF btrim(command) = '' OR btrim(description) = '' THEN
+        RAISE EXCEPTION USING ERRCODE = 'invalid_parameter_value',
+            MESSAGE = 'job command and description must not be empty';
+    END IF;
     INSERT INTO membership.jobs AS j (name, schedule, command, description)
     VALUES (register_job.name, btrim(register_job.schedule), register_job.command, register_job.description)
     ON CONFLICT ON CONSTRAINT jobs_pkey

@@ -63,11 +63,13 @@ BEGIN
     END IF;
     IF NOT isfinite(v_used_at) OR v_used_at > now() + interval '5 minutes' THEN
         RAISE EXCEPTION USING ERRCODE = 'invalid_parameter_value',
-            MESSAGE = format('used_at %s is in the future', v_used_at);
+            MESSAGE = 'used_at is in the future',
+            DETAIL = format('used_at is %s.', v_used_at);
     END IF;
     IF v_used_at < now() - interval '365 days' THEN
         RAISE EXCEPTION USING ERRCODE = 'invalid_parameter_value',
-            MESSAGE = format('used_at %s is more than 365 days ago', v_used_at);
+            MESSAGE = 'used_at is more than 365 days ago',
+            DETAIL = format('used_at is %s.', v_used_at);
     END IF;
     IF reference IS NOT NULL AND (reference = '' OR length(reference) > 200) THEN
         RAISE EXCEPTION USING ERRCODE = 'invalid_parameter_value',

@@ -20,7 +20,8 @@ BEGIN
     END IF;
     IF first_month > last_month THEN
         RAISE EXCEPTION USING ERRCODE = 'invalid_parameter_value',
-            MESSAGE = format('from_month %s is after to_month %s', first_month, last_month);
+            MESSAGE = format('from_month %s is after to_month %s',
+                             to_char(first_month, 'YYYY-MM'), to_char(last_month, 'YYYY-MM'));
     END IF;
     IF last_month >= first_month + interval '36 months' THEN
         RAISE EXCEPTION USING ERRCODE = 'invalid_parameter_value',
