@@ -20,7 +20,10 @@ CREATE TABLE membership.feeds (
     CHECK (pg_catalog.array_ndims(benefit_ids) = 1 AND pg_catalog.array_ndims(scores) = 1
            AND pg_catalog.cardinality(benefit_ids) BETWEEN 1 AND 20
            AND pg_catalog.cardinality(scores) = pg_catalog.cardinality(benefit_ids))
-);
+) WITH (fillfactor = 50);
+-- Half of each page is left free so that a night that changes every feed
+-- can write each new version beside the old one (a HOT update, with no new
+-- index entry); the old versions are pruned after the night commits.
 COMMENT ON TABLE membership.feeds IS
     'tenant: each member''s best benefits, in rank order, with their scores';
 SELECT membership.isolate_table('membership.feeds');
