@@ -137,6 +137,8 @@ typedef struct OrgBatch
 	/* the members whose feeds membership.scored_feeds() returns now */
 	int			nwrite;
 	int		   *write_members;
+	/* how many members have a feed, once written */
+	int			with_feed;
 } OrgBatch;
 
 /* Per-category work space for scoring one member. */
@@ -272,6 +274,13 @@ static const Statement statements[STMT_COUNT] = {
 
 static SPIPlanPtr plans[STMT_COUNT];
 
+/*
+ * Whether statements run read-only: with the caller's snapshot, as a stable
+ * function's must (membership.score_member), or each with a fresh one, as
+ * the pass that writes needs.  Set by each entry point.
+ */
+static bool read_only = false;
+
 /* Run a kept statement, raising an error unless it succeeds. */
 static void
 execute(int stmt, Datum *args, int expected)
@@ -289,7 +298,7 @@ execute(int stmt, Datum *args, int expected)
 		SPI_keepplan(plan);
 		plans[stmt] = plan;
 	}
-	rc = SPI_execute_plan(plans[stmt], args, NULL, false, 0);
+	rc = SPI_execute_plan(plans[stmt], args, NULL, read_only, 0);
 	if (rc != expected)
 		elog(ERROR, "\"%s\" failed: %s", statements[stmt].sql, SPI_result_code_string(rc));
 }
@@ -836,12 +845,14 @@ store_feeds(OrgBatch *batch, TimestampTz started)
 	int		   *updates = palloc(Max(batch->nmembers, 1) * sizeof(int));
 	int			ninserts = 0;
 	int			nupdates = 0;
+	SPITupleTable *stored_rows;
 	Datum	   *deletes;
 	int			ndeletes = 0;
 	int			m = 0;
 	int			with_feed = 0;
 
 	execute(STMT_STORED_FEEDS, args, SPI_OK_SELECT);
+	stored_rows = SPI_tuptable;
 	deletes = palloc(Max(SPI_processed, 1) * sizeof(Datum));
 	for (uint64 r = 0; r <= SPI_processed; r++)
 	{
@@ -889,7 +900,7 @@ store_feeds(OrgBatch *batch, TimestampTz started)
 												  TYPALIGN_CHAR));
 		execute(STMT_DELETE_FEEDS, args, SPI_OK_DELETE);
 	}
-	SPI_freetuptable(SPI_tuptable);
+	SPI_freetuptable(stored_rows);
 
 	for (int i = 0; i < batch->nmembers; i++)
 		with_feed += batch->feed_len[i] > 0;
@@ -917,7 +928,6 @@ static int
 write_batch(OrgBatch *batch, TimestampTz started)
 {
 	LOCKTAG		tag;
-	int			n;
 
 	set_scoring_locktag(&tag, SCORING_LOCK_FENCE);
 	LockAcquire(&tag, ExclusiveLock, true, false);
@@ -927,7 +937,7 @@ write_batch(OrgBatch *batch, TimestampTz started)
 
 		(void) set_config_option("enable_nestloop", "off", PGC_USERSET, PGC_S_SESSION,
 								 GUC_ACTION_SAVE, true, 0, false);
-		batch->nwrite = store_feeds(batch, started);
+		batch->with_feed = store_feeds(batch, started);
 		AtEOXact_GUC(true, nestlevel);
 	}
 	PG_FINALLY();
@@ -935,9 +945,7 @@ write_batch(OrgBatch *batch, TimestampTz started)
 		LockRelease(&tag, ExclusiveLock, true);
 	}
 	PG_END_TRY();
-	n = batch->nwrite;
-	batch->nwrite = 0;
-	return n;
+	return batch->with_feed;
 }
 
 /* Act for one organisation: the tenant context its rows' policies need. */
@@ -1018,6 +1026,7 @@ membership_score_feeds(PG_FUNCTION_ARGS)
 	MemoryContextRegisterResetCallback(passcxt, callback);
 
 	SPI_connect();
+	read_only = false;
 	jobs_report_progress(0, -1, "loading");
 	load_catalogue(&cat, as_of, passcxt);
 	orgs = jobs_organisation_ids(&norgs);
@@ -1083,6 +1092,7 @@ membership_score_member(PG_FUNCTION_ARGS)
 	args[2] = (Datum) 0;
 
 	SPI_connect();
+	read_only = true;
 	load_catalogue(&cat, as_of, cxt);
 	execute(STMT_MEMBER, args, SPI_OK_SELECT);
 	if (SPI_processed == 1)
