@@ -161,6 +161,7 @@ enum
 	STMT_RELEVANCE,
 	STMT_OFFERS,
 	STMT_MEMBERS,
+	STMT_CONSENTS,
 	STMT_PREFS,
 	STMT_USAGE,
 	STMT_MEMBER,
@@ -204,15 +205,15 @@ static const Statement statements[STMT_COUNT] = {
 		1, {UUIDOID}
 	},
 	[STMT_MEMBERS] = {
-		"SELECT m.id, lower(m.profession), coalesce(c.personalisation, false), coalesce(c.tracking, false)"
-		" FROM membership.members m"
-		" LEFT JOIN (SELECT c.member_id,"
-		"                   bool_or(c.consent = 'personalisation' AND c.granted) AS personalisation,"
-		"                   bool_or(c.consent = 'usage_tracking' AND c.granted) AS tracking"
-		"            FROM membership.consents c WHERE c.organisation_id = $1"
-		"            GROUP BY c.member_id) c ON c.member_id = m.id"
+		"SELECT m.id, lower(m.profession) FROM membership.members m"
 		" WHERE m.organisation_id = $1 AND m.status = 'active' AND m.removed_at IS NULL"
 		" ORDER BY m.id",
+		1, {UUIDOID}
+	},
+	[STMT_CONSENTS] = {
+		"SELECT c.member_id, c.consent = 'personalisation' FROM membership.consents c"
+		" WHERE c.organisation_id = $1 AND c.granted"
+		" AND c.consent IN ('personalisation', 'usage_tracking') ORDER BY c.member_id",
 		1, {UUIDOID}
 	},
 	[STMT_PREFS] = {
@@ -467,7 +468,11 @@ load_offers(OrgBatch *batch, const Catalogue *cat, MemoryContext cxt)
 	SPI_freetuptable(SPI_tuptable);
 }
 
-/* Fill batch->members from the rows of a members statement. */
+/*
+ * Fill batch->members from the rows of a members statement: id and
+ * profession, and for one member also the two consents (for a whole
+ * organisation they come from take_consents()).
+ */
 static void
 take_members(OrgBatch *batch, const Catalogue *cat, MemoryContext cxt)
 {
@@ -484,10 +489,42 @@ take_members(OrgBatch *batch, const Catalogue *cat, MemoryContext cxt)
 		memcpy(&m->id, DatumGetUUIDP(column(i, 1, &isnull)), sizeof(pg_uuid_t));
 		profession = column(i, 2, &isnull);
 		m->relevance = profession_relevance(cat, profession, isnull);
-		m->personalised = DatumGetBool(column(i, 3, &isnull));
-		m->tracking = DatumGetBool(column(i, 4, &isnull));
+		if (SPI_tuptable->tupdesc->natts >= 4)
+		{
+			m->personalised = DatumGetBool(column(i, 3, &isnull));
+			m->tracking = DatumGetBool(column(i, 4, &isnull));
+		}
 	}
 	MemoryContextSwitchTo(old);
+}
+
+/*
+ * Set the consents of the batch's members from the rows (member,
+ * personalisation?) of the consents statement, both in member order.
+ */
+static void
+take_consents(OrgBatch *batch)
+{
+	int			m = 0;
+
+	for (uint64 i = 0; i < SPI_processed; i++)
+	{
+		bool		isnull;
+		pg_uuid_t  *member = DatumGetUUIDP(column(i, 1, &isnull));
+		int			cmp = -1;
+
+		while (m < batch->nmembers &&
+			   (cmp = memcmp(batch->members[m].id.data, member->data, UUID_LEN)) < 0)
+			m++;
+		if (m == batch->nmembers)
+			break;
+		if (cmp != 0)
+			continue;
+		if (DatumGetBool(column(i, 2, &isnull)))
+			batch->members[m].personalised = true;
+		else
+			batch->members[m].tracking = true;
+	}
 }
 
 /*
@@ -568,6 +605,10 @@ load_organisation(OrgBatch *batch, const Catalogue *cat, DateADT as_of, MemoryCo
 
 	execute(STMT_MEMBERS, args, SPI_OK_SELECT);
 	take_members(batch, cat, cxt);
+	SPI_freetuptable(SPI_tuptable);
+
+	execute(STMT_CONSENTS, args, SPI_OK_SELECT);
+	take_consents(batch);
 	SPI_freetuptable(SPI_tuptable);
 
 	execute(STMT_PREFS, args, SPI_OK_SELECT);

@@ -6,6 +6,7 @@
 -- the same order in double precision, so both give the very same feeds
 -- (bench/60_scoring.sh checks that).  It runs as a superuser, so row-level
 -- security costs it nothing: a conservative reference.
+SET client_min_messages = warning;
 CREATE SCHEMA IF NOT EXISTS bench;
 
 CREATE TABLE IF NOT EXISTS bench.feeds (
