@@ -168,14 +168,15 @@ jobs_release_slot(void)
 	my_slot = NULL;
 }
 
+/*
+ * A backend that exits (FATAL, terminated, disconnected) in the middle of a
+ * run frees its slot, so the run shows as interrupted at once.
+ */
 static void
 jobs_exit_callback(int code, Datum arg)
 {
 	if (my_slot != NULL && jobs_shared != NULL)
-	{
-		/* an error may have left us holding the lock: LWLockReleaseAll ran */
 		jobs_release_slot();
-	}
 }
 
 /*
