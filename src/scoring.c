@@ -160,6 +160,7 @@ enum
 	STMT_BENEFITS,
 	STMT_RELEVANCE,
 	STMT_OFFERS,
+	STMT_COUNT_MEMBERS,
 	STMT_MEMBERS,
 	STMT_CONSENTS,
 	STMT_PREFS,
@@ -202,6 +203,11 @@ static const Statement statements[STMT_COUNT] = {
 	[STMT_OFFERS] = {
 		"SELECT o.benefit_id, o.promotion_weight FROM membership.benefit_offers o"
 		" WHERE o.organisation_id = $1 ORDER BY o.benefit_id",
+		1, {UUIDOID}
+	},
+	[STMT_COUNT_MEMBERS] = {
+		"SELECT count(*) FROM membership.members m"
+		" WHERE m.organisation_id = $1 AND m.status = 'active' AND m.removed_at IS NULL",
 		1, {UUIDOID}
 	},
 	[STMT_MEMBERS] = {
@@ -1033,12 +1039,12 @@ membership_score_feeds(PG_FUNCTION_ARGS)
 	LOCKTAG		tag;
 	TimestampTz started;
 	MemoryContext passcxt;
+	MemoryContext orgcxt;
 	MemoryContextCallback *callback;
 	Catalogue	cat;
 	Caller		saved = *tenant_current();
 	pg_uuid_t  *orgs;
 	int			norgs;
-	OrgBatch   *batches;
 	int64		total = 0;
 	int64		done = 0;
 	int64		with_feed = 0;
@@ -1066,29 +1072,44 @@ membership_score_feeds(PG_FUNCTION_ARGS)
 	callback->func = forget_writing_batch;
 	MemoryContextRegisterResetCallback(passcxt, callback);
 
+	orgcxt = AllocSetContextCreate(passcxt, "membership scoring of one organisation",
+								   ALLOCSET_DEFAULT_SIZES);
+
 	SPI_connect();
 	read_only = false;
-	jobs_report_progress(0, -1, "loading");
+	jobs_report_progress(0, -1, "counting members");
 	load_catalogue(&cat, as_of, passcxt);
 	orgs = jobs_organisation_ids(&norgs);
-	batches = MemoryContextAllocZero(passcxt, Max(norgs, 1) * sizeof(OrgBatch));
 	for (int i = 0; i < norgs; i++)
 	{
-		CHECK_FOR_INTERRUPTS();
-		batches[i].org = orgs[i];
+		Datum		args[1] = {UUIDPGetDatum(&orgs[i])};
+		bool		isnull;
+
 		enter_organisation(&orgs[i]);
-		load_organisation(&batches[i], &cat, as_of, passcxt);
-		total += batches[i].nmembers;
+		execute(STMT_COUNT_MEMBERS, args, SPI_OK_SELECT);
+		total += DatumGetInt64(column(0, 1, &isnull));
+		SPI_freetuptable(SPI_tuptable);
 	}
 
+	/* one organisation at a time: memory is bounded by the largest */
 	jobs_report_progress(0, total, "scoring");
 	for (int i = 0; i < norgs; i++)
 	{
+		OrgBatch	batch;
+		MemoryContext oldcxt;
+
+		CHECK_FOR_INTERRUPTS();
+		memset(&batch, 0, sizeof(batch));
+		batch.org = orgs[i];
 		enter_organisation(&orgs[i]);
-		score_batch(&cat, &batches[i], passcxt);
-		with_feed += write_batch(&batches[i], started);
-		done += batches[i].nmembers;
+		load_organisation(&batch, &cat, as_of, orgcxt);
+		score_batch(&cat, &batch, orgcxt);
+		oldcxt = MemoryContextSwitchTo(orgcxt);
+		with_feed += write_batch(&batch, started);
+		MemoryContextSwitchTo(oldcxt);
+		done = Min(done + batch.nmembers, total);
 		jobs_report_progress(done, total, "scoring");
+		MemoryContextReset(orgcxt);
 	}
 
 	SPI_finish();
