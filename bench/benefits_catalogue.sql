@@ -103,11 +103,11 @@ BEGIN
     SET LOCAL session_replication_role = replica;
 
     CREATE TEMPORARY TABLE member_flags ON COMMIT DROP AS
-    SELECT m.id, m.organisation_id, m.profession,
-           dataset.rnd('personal:' || m.external_id) < 0.6 AS personalisation,
-           dataset.rnd('tracking:' || m.external_id) < 0.5 AS usage_tracking,
-           dataset.rnd('usage:' || m.external_id) AS activity
-    FROM membership.members m
+    SELECT m.id, m.organisation_id, m.profession, o.slug || ':' || m.external_id AS seed,
+           dataset.rnd('personal:' || o.slug || ':' || m.external_id) < 0.6 AS personalisation,
+           dataset.rnd('tracking:' || o.slug || ':' || m.external_id) < 0.5 AS usage_tracking,
+           dataset.rnd('usage:' || o.slug || ':' || m.external_id) AS activity
+    FROM membership.members m JOIN membership.organisations o ON o.id = m.organisation_id
     WHERE m.removed_at IS NULL;
 
     INSERT INTO membership.consent_events (organisation_id, member_id, consent, granted, recorded_at)
@@ -125,11 +125,11 @@ BEGIN
     -- one member in ten bookmarks or hides a category or two
     INSERT INTO membership.category_preferences (organisation_id, member_id, category, preference)
     SELECT DISTINCT ON (f.id, c.category) f.organisation_id, f.id, c.category,
-           CASE WHEN dataset.rnd('hide:' || f.id || ':' || i) < 0.3 THEN 'hidden' ELSE 'bookmarked' END
+           CASE WHEN dataset.rnd('hide:' || f.seed || ':' || i) < 0.3 THEN 'hidden' ELSE 'bookmarked' END
     FROM member_flags f, generate_series(1, 2) AS i,
          benefits_dataset.categories c
-    WHERE dataset.rnd('prefs:' || f.id) < 0.1
-      AND c.ord = 1 + floor(dataset.rnd('prefcat:' || f.id || ':' || i) * 15)::int
+    WHERE dataset.rnd('prefs:' || f.seed) < 0.1
+      AND c.ord = 1 + floor(dataset.rnd('prefcat:' || f.seed || ':' || i) * 15)::int
     ON CONFLICT (member_id, category) DO NOTHING;
 
     -- a year of usage: active members use a few benefits of their
@@ -144,9 +144,9 @@ BEGIN
     INSERT INTO membership.benefit_usage (organisation_id, benefit_id, member_id, provider_id, used_at)
     SELECT u.organisation_id, o.benefit_id, CASE WHEN u.usage_tracking THEN u.id END, o.provider_id, u.used_at
     FROM (SELECT f.id, f.organisation_id, f.usage_tracking,
-                 1 + floor(dataset.rnd('what:' || f.id || ':' || (i % 3)) * n.offered)::int AS ord,
-                 as_of - (dataset.rnd('when:' || f.id || ':' || i) * 360)::int
-                     + make_interval(secs => 36000 * dataset.rnd('time:' || f.id || ':' || i)) AS used_at
+                 1 + floor(dataset.rnd('what:' || f.seed || ':' || (i % 3)) * n.offered)::int AS ord,
+                 as_of - (dataset.rnd('when:' || f.seed || ':' || i) * 360)::int
+                     + make_interval(secs => 36000 * dataset.rnd('time:' || f.seed || ':' || i)) AS used_at
           FROM member_flags f
           JOIN (SELECT organisation_id, count(*) AS offered FROM pg_temp.offered GROUP BY 1) n
             ON n.organisation_id = f.organisation_id,
