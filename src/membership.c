@@ -59,6 +59,7 @@ _PG_init(void)
 	AnswerCacheInit();
 	UsageWorkerInit();
 	MembershipShmemInit();
+	JobsInit();
 
 	MarkGUCPrefixReserved("membership");
 }

@@ -51,6 +51,7 @@ extern void AuditInit(void);
 extern void VerifyInit(void);
 extern void UsageWorkerInit(void);
 extern void AnswerCacheInit(void);
+extern void JobsInit(void);
 
 extern void membership_require_preload(const char *feature);
 
@@ -252,5 +253,9 @@ extern Oid	membership_relid(const char *relname);
 extern AttrNumber membership_attnum(Relation rel, const char *colname);
 extern HeapTuple membership_fetch_unique(Relation rel, Oid indexid, int nkeys,
 										 ScanKey keys, Snapshot snapshot);
+
+/* jobs.c: periodic jobs, their runs and their progress */
+extern void jobs_report_progress(int64 done, int64 total, const char *phase);
+extern pg_uuid_t *jobs_organisation_ids(int *count);
 
 #endif							/* MEMBERSHIP_H */

@@ -42,6 +42,23 @@ SELECT membership_api.set_consent('usage_tracking', true) IS NOT NULL AS consent
 SELECT set_config('request.jwt.claims', :'member_b', true) IS NOT NULL AS claims_b \gset
 SELECT membership_api.set_consent('usage_tracking', true) IS NOT NULL AS consent_b \gset
 SELECT set_config('request.jwt.claims', '', true) IS NOT NULL AS cleared \gset
+-- benefits (issue #6): in each organisation an offer, a tracked use, a
+-- category preference, a feed and an article
+SELECT membership.set_benefit_category('iso_travel', 'Travel') IS NULL AS category \gset
+SELECT membership.create_benefit('iso-a-bank', 'iso_travel', 'Flights for A') AS benefit_a,
+       membership.create_benefit('iso-b-bank', 'iso_travel', 'Flights for B') AS benefit_b \gset
+SELECT membership.offer_benefit(:'org_a', :benefit_a) IS NULL AS offer_a,
+       membership.offer_benefit(:'org_b', :benefit_b) IS NULL AS offer_b \gset
+SELECT membership_api.record_benefit_usage(:benefit_a, 'a1@iso.example', api_key => fixture.key('iso-a:provider')) IS NOT NULL AS used_a,
+       membership_api.record_benefit_usage(:benefit_b, 'b1@iso.example', api_key => fixture.key('iso-b:provider')) IS NOT NULL AS used_b \gset
+SELECT set_config('request.jwt.claims', :'member_a', true) IS NOT NULL AS claims_a \gset
+SELECT membership_api.set_category_preference('iso_travel', 'bookmarked') IS NOT NULL AS preference_a \gset
+SELECT set_config('request.jwt.claims', :'member_b', true) IS NOT NULL AS claims_b \gset
+SELECT membership_api.set_category_preference('iso_travel', 'bookmarked') IS NOT NULL AS preference_b \gset
+SELECT set_config('request.jwt.claims', '', true) IS NOT NULL AS cleared \gset
+SELECT membership.score_feeds() IS NOT NULL AS scored \gset
+SELECT membership_api.save_article('News of A', 'Body', api_key => fixture.key('iso-a:org')) AS article_a,
+       membership_api.save_article('News of B', 'Body', api_key => fixture.key('iso-b:org')) AS article_b \gset
 
 -- A snapshot of B's data, to compare with after A's callers have acted.
 CREATE FUNCTION pg_temp.b_now() RETURNS TABLE (t text, data jsonb) LANGUAGE sql AS $$

@@ -20,7 +20,13 @@ WHERE c.relnamespace IN ('membership'::regnamespace, 'membership_api'::regnamesp
 CREATE TEMPORARY TABLE global_tables (relname name PRIMARY KEY, why text NOT NULL);
 INSERT INTO global_tables VALUES
     ('plans', 'platform price list'),
-    ('providers', 'platform directory of providers; keys bind them to organisations');
+    ('providers', 'platform directory of providers; keys bind them to organisations'),
+    ('benefit_categories', 'platform list of benefit categories'),
+    ('benefits', 'platform benefit catalogue; organisations offer benefits through benefit_offers'),
+    ('category_relevance', 'platform profession-to-category relevance matrix'),
+    ('jobs', 'registry of the extension''s periodic jobs'),
+    ('job_settings', 'platform schedules of the periodic jobs'),
+    ('job_runs', 'record of job runs across organisations: counts and errors, no member data');
 
 SELECT set_eq(
     'SELECT relname FROM ext_tables WHERE tenant_column IS NULL',
