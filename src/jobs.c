@@ -99,39 +99,28 @@ static JobsShared *jobs_shared = NULL;
 static JobSlot *my_slot = NULL;
 static bool exit_callback_registered = false;
 
-static shmem_request_hook_type prev_shmem_request_hook = NULL;
-static shmem_startup_hook_type prev_shmem_startup_hook = NULL;
-
 /* membership.job_history_days */
 static int	job_history_days = 90;
 
-static void
-jobs_shmem_request(void)
+Size
+JobsShmemSize(void)
 {
-	if (prev_shmem_request_hook)
-		prev_shmem_request_hook();
-	RequestAddinShmemSpace(MAXALIGN(sizeof(JobsShared)));
-	RequestNamedLWLockTranche("membership jobs", 1);
+	return MAXALIGN(sizeof(JobsShared));
 }
 
-static void
-jobs_shmem_startup(void)
+void
+JobsShmemInit(LWLockPadded *lock)
 {
 	bool		found;
 
-	if (prev_shmem_startup_hook)
-		prev_shmem_startup_hook();
-
-	LWLockAcquire(AddinShmemInitLock, LW_EXCLUSIVE);
 	jobs_shared = ShmemInitStruct("membership jobs", sizeof(JobsShared), &found);
 	if (!found)
 	{
 		memset(jobs_shared, 0, sizeof(JobsShared));
-		jobs_shared->lock = &(GetNamedLWLockTranche("membership jobs"))->lock;
+		jobs_shared->lock = &lock->lock;
 		for (int i = 0; i < JOBS_MAX_RUNNING; i++)
 			SpinLockInit(&jobs_shared->slots[i].mutex);
 	}
-	LWLockRelease(AddinShmemInitLock);
 }
 
 void
@@ -145,14 +134,6 @@ JobsInit(void)
 							PGC_SUSET,
 							0,
 							NULL, NULL, NULL);
-
-	if (!process_shared_preload_libraries_in_progress)
-		return;
-
-	prev_shmem_request_hook = shmem_request_hook;
-	shmem_request_hook = jobs_shmem_request;
-	prev_shmem_startup_hook = shmem_startup_hook;
-	shmem_startup_hook = jobs_shmem_startup;
 }
 
 /* Free this backend's slot, if it holds one. */

@@ -68,6 +68,8 @@ extern Size AuditShmemSize(void);
 extern void AuditShmemInit(void);
 extern Size AnswerCacheShmemSize(void);
 extern void AnswerCacheShmemInit(LWLockPadded *locks);
+extern Size JobsShmemSize(void);
+extern void JobsShmemInit(LWLockPadded *lock);
 
 /*
  * Who is calling.  Resolved once per API call by identity.c from an API key

@@ -4,8 +4,8 @@
  *	  The extension's shared memory: one request, one initialisation.
  *
  * The API-key cache, the usage counters (which are also the rate limiter),
- * the verification answer cache and the audit queue live in shared memory
- * sized by GUCs, and share one named LWLock tranche.  This file owns the hooks and asks each subsystem
+ * the verification answer cache, the audit queue and the progress slots of
+ * running jobs live in shared memory, and share one named LWLock tranche.  This file owns the hooks and asks each subsystem
  * for its size and its initialisation, so that the subsystems do not each
  * chain the hooks themselves.
  *
@@ -35,8 +35,9 @@ membership_shmem_request(void)
 	RequestAddinShmemSpace(UsageShmemSize());
 	RequestAddinShmemSpace(AuditShmemSize());
 	RequestAddinShmemSpace(AnswerCacheShmemSize());
+	RequestAddinShmemSpace(JobsShmemSize());
 	RequestNamedLWLockTranche(MEMBERSHIP_TRANCHE,
-							  KEYCACHE_PARTITIONS + USAGE_PARTITIONS + ANSWER_PARTITIONS);
+							  KEYCACHE_PARTITIONS + USAGE_PARTITIONS + ANSWER_PARTITIONS + 1);
 }
 
 static void
@@ -52,6 +53,7 @@ membership_shmem_startup(void)
 	KeyCacheShmemInit(locks);
 	UsageShmemInit(locks + KEYCACHE_PARTITIONS);
 	AnswerCacheShmemInit(locks + KEYCACHE_PARTITIONS + USAGE_PARTITIONS);
+	JobsShmemInit(locks + KEYCACHE_PARTITIONS + USAGE_PARTITIONS + ANSWER_PARTITIONS);
 	AuditShmemInit();
 	LWLockRelease(AddinShmemInitLock);
 }
