@@ -103,7 +103,11 @@ psql -X -q -At -U authenticator -d $db -c "SET ROLE membership_member" \
 	-c "SELECT set_config('request.jwt.claims', '$member_a', false)" \
 	-c "SELECT membership_api.set_category_preference('swap', 'hidden')" >"$MB_WORK/swap_refresh.out" 2>&1 &
 refresh=$!
-sleep 0.5
+# until the refresh, like the pass, waits for a lock
+refresh_is_waiting() {
+	[ "$(q -d $db -c "SELECT count(*) >= 2 FROM pg_stat_activity WHERE datname = '$db' AND wait_event_type = 'Lock'")" = t ]
+}
+wait_for refresh_is_waiting || diag "the refresh never waited for the pass"
 
 let_go
 wait $pass
