@@ -147,7 +147,10 @@ is "$(q -d $db -c "SELECT string_agg(status, ' ' ORDER BY id) FROM membership.jo
 like "$(q -d $db -c "SELECT error FROM membership.job_runs WHERE status = 'interrupted'")" "ended without finishing" \
 	"... with why"
 
-echo "\\q" >&"${HOLDER[1]}"
-wait "$HOLDER_PID" 2>/dev/null
+# bash forgets a coprocess (and its _PID) once it has ended and been reaped
+if [ -n "${HOLDER_PID:-}" ]; then
+	echo "\\q" >&"${HOLDER[1]}"
+	wait "$HOLDER_PID" 2>/dev/null || true
+fi
 psql -X -q -d postgres -c "DROP DATABASE $db WITH (FORCE)" >/dev/null
 finish
