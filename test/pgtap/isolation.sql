@@ -60,6 +60,18 @@ SELECT membership.score_feeds() IS NOT NULL AS scored \gset
 SELECT membership_api.save_article('News of A', 'Body', api_key => fixture.key('iso-a:org')) AS article_a,
        membership_api.save_article('News of B', 'Body', api_key => fixture.key('iso-b:org')) AS article_b \gset
 
+-- notifications (issue #5): in each organisation a device, push
+-- credentials and a notification in the outbox
+INSERT INTO membership.devices (organisation_id, member_id, platform, token)
+SELECT organisation_id, id, 'fcm', 'iso-token-' || email FROM membership.members
+WHERE email IN ('a1@iso.example', 'b1@iso.example');
+INSERT INTO membership.push_credentials (organisation_id, apns_key_id, apns_team_id, apns_private_key, apns_topic)
+VALUES (:'org_a', 'KEYA', 'TEAMA', 'not a key', 'org.iso.a'), (:'org_b', 'KEYB', 'TEAMB', 'not a key', 'org.iso.b');
+INSERT INTO membership.notifications (organisation_id, member_id, channel, priority, category, title, body,
+                                      sender, status, due_at)
+SELECT organisation_id, id, 'push', 1, 'security', 'Hello', 'World', 'organisation', 'queued', now()
+FROM membership.members WHERE email IN ('a1@iso.example', 'b1@iso.example');
+
 -- A snapshot of B's data, to compare with after A's callers have acted.
 CREATE FUNCTION pg_temp.b_now() RETURNS TABLE (t text, data jsonb) LANGUAGE sql AS $$
     SELECT 'members', to_jsonb(m) - 'updated_at' FROM membership.members m WHERE organisation_id = fixture.org('iso-b')
