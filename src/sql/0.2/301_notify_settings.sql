@@ -310,7 +310,7 @@ BEGIN
     END IF;
     INSERT INTO membership.devices AS d (organisation_id, member_id, platform, token)
     VALUES (v_caller.organisation_id, v_member.id, register_device.platform, register_device.token)
-    ON CONFLICT (organisation_id, platform, token)
+    ON CONFLICT ON CONSTRAINT devices_organisation_id_platform_token_key
     DO UPDATE SET member_id = EXCLUDED.member_id, active = true, deactivated_at = NULL,
                   deactivation_reason = NULL, registered_at = now()
     RETURNING d.id INTO v_id;
@@ -459,7 +459,7 @@ BEGIN
     END IF;
 
     INSERT INTO membership.push_credentials AS c (organisation_id) VALUES (organisation)
-    ON CONFLICT (organisation_id) DO NOTHING;
+    ON CONFLICT ON CONSTRAINT push_credentials_pkey DO NOTHING;
     UPDATE membership.push_credentials c
     SET fcm_project_id = CASE WHEN v_fcm THEN set_push_credentials.fcm_project_id ELSE c.fcm_project_id END,
         fcm_client_email = CASE WHEN v_fcm THEN set_push_credentials.fcm_client_email ELSE c.fcm_client_email END,

@@ -278,7 +278,7 @@ BEGIN
                    CASE WHEN per_member_keys THEN idempotency_key || ':' || u.id ELSE idempotency_key END,
                    'deferred', 'awaiting_approval', not_after, batch
             FROM unnest(members) AS u(id)
-            ON CONFLICT (organisation_id, idempotency_key) DO NOTHING
+            ON CONFLICT ON CONSTRAINT notifications_organisation_id_idempotency_key_key DO NOTHING
             RETURNING n.member_id, n.id, n.status, n.reason, n.due_at;
         RETURN;
     END IF;
@@ -293,7 +293,7 @@ BEGIN
                p.reason, p.budgeted, p.slot_at, p.due_at, not_after, batch,
                CASE WHEN channel = 'in_app' AND p.status = 'queued' THEN at END
         FROM membership.plan_notifications(organisation, members, channel, priority, category, not_after, at) AS p
-        ON CONFLICT (organisation_id, idempotency_key) DO NOTHING
+        ON CONFLICT ON CONSTRAINT notifications_organisation_id_idempotency_key_key DO NOTHING
         RETURNING n.member_id, n.id, n.status, n.reason, n.due_at;
 END
 $$;
@@ -314,7 +314,7 @@ BEGIN
          idempotency_key, not_after, approval)
     VALUES (organisation, audience, channel, priority, category, title, body, data, sender, provider,
             idempotency_key, not_after, CASE WHEN sender = 'provider' THEN 'pending' END)
-    ON CONFLICT (organisation_id, idempotency_key) DO NOTHING
+    ON CONFLICT ON CONSTRAINT notification_batches_organisation_id_idempotency_key_key DO NOTHING
     RETURNING b.id INTO batch;
     replayed := batch IS NULL;
     IF replayed THEN
