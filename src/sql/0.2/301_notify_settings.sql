@@ -189,10 +189,10 @@ BEGIN
     INSERT INTO membership.notification_preferences AS p
         (organisation_id, member_id, opted_out_channels, muted_categories, quiet_start, quiet_end, time_zone)
     VALUES (v_caller.organisation_id, v_caller.member_id,
-            coalesce(ARRAY(SELECT DISTINCT c FROM unnest(opted_out_channels) AS c ORDER BY c),
-                     v_old.opted_out_channels, '{}'),
-            coalesce(ARRAY(SELECT DISTINCT c FROM unnest(muted_categories) AS c ORDER BY c),
-                     v_old.muted_categories, '{}'),
+            CASE WHEN opted_out_channels IS NULL THEN coalesce(v_old.opted_out_channels, '{}')
+                 ELSE ARRAY(SELECT DISTINCT c FROM unnest(opted_out_channels) AS c ORDER BY c) END,
+            CASE WHEN muted_categories IS NULL THEN coalesce(v_old.muted_categories, '{}')
+                 ELSE ARRAY(SELECT DISTINCT c FROM unnest(muted_categories) AS c ORDER BY c) END,
             v_start, v_end, coalesce(time_zone, v_old.time_zone, 'UTC'))
     ON CONFLICT ON CONSTRAINT notification_preferences_pkey
     DO UPDATE SET opted_out_channels = EXCLUDED.opted_out_channels, muted_categories = EXCLUDED.muted_categories,
