@@ -2,7 +2,8 @@
 -- for the platform.
 
 -- An organisation's notifications created in [from_time, to_time), by
--- channel, status and reason.  Counts only.
+-- channel, status and reason (default: the last 30 days, up to now).
+-- Counts only.
 CREATE FUNCTION membership.notification_stats(organisation uuid, from_time timestamptz DEFAULT NULL,
                                               to_time timestamptz DEFAULT NULL)
     RETURNS TABLE (channel text, status text, reason text, notifications bigint)
@@ -10,18 +11,18 @@ CREATE FUNCTION membership.notification_stats(organisation uuid, from_time times
     SET search_path = pg_catalog, membership, pg_temp
     AS $$
 DECLARE
-    v_to timestamptz := coalesce(to_time, now());
-    v_from timestamptz := coalesce(from_time, v_to - interval '30 days');
+    v_from timestamptz := coalesce(from_time, coalesce(to_time, now()) - interval '30 days');
 BEGIN
     PERFORM membership.enter_organisation(organisation);
-    IF v_from > v_to THEN
+    IF v_from > to_time THEN
         RAISE EXCEPTION USING ERRCODE = 'invalid_parameter_value',
-            MESSAGE = format('from_time %s is after to_time %s', v_from, v_to);
+            MESSAGE = format('from_time %s is after to_time %s', v_from, to_time);
     END IF;
     RETURN QUERY
         SELECT n.channel, n.status, coalesce(n.reason, ''), count(*)
         FROM membership.notifications n
-        WHERE n.organisation_id = organisation AND n.created_at >= v_from AND n.created_at < v_to
+        WHERE n.organisation_id = organisation AND n.created_at >= v_from
+          AND (to_time IS NULL OR n.created_at < to_time)
         GROUP BY 1, 2, 3
         ORDER BY 1, array_position(ARRAY['sent', 'sending', 'queued', 'deferred', 'failed', 'dropped',
                                          'suppressed'], n.status), 3;
