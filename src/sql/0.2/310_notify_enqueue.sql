@@ -262,22 +262,25 @@ END
 $$;
 
 -- Enqueue one notification for each of "members" (of the current
--- organisation, all of them checked): lock the members in id order, plan,
--- and insert.  In-app notifications due now are delivered at once (status
+-- organisation, all of them checked): lock the members in id order (unless
+-- the caller did), plan, and insert.  In-app notifications due now are delivered at once (status
 -- 'sent').  With an idempotency key, a member who already has a row under
 -- it keeps that row (per_member_keys: the key is "key:member id").
 -- Returns the rows inserted.
 CREATE FUNCTION membership.enqueue_for_members(organisation uuid, members uuid[], batch bigint, channel text,
                                                priority integer, category text, title text, body text,
                                                data jsonb, sender text, provider uuid, idempotency_key text,
-                                               per_member_keys boolean, not_after timestamptz, at timestamptz)
+                                               per_member_keys boolean, not_after timestamptz, at timestamptz,
+                                               members_locked boolean DEFAULT false)
     RETURNS TABLE (member_id uuid, notification_id bigint, status text, reason text, due_at timestamptz)
     LANGUAGE plpgsql
     SET search_path = pg_catalog, membership, pg_temp
     AS $$
 #variable_conflict use_column
 BEGIN
-    PERFORM FROM membership.members m WHERE m.id = ANY (members) ORDER BY m.id FOR NO KEY UPDATE;
+    IF NOT members_locked THEN
+        PERFORM FROM membership.members m WHERE m.id = ANY (members) ORDER BY m.id FOR NO KEY UPDATE;
+    END IF;
 
     IF sender = 'provider' THEN
         -- a promotion waits for the organisation; approve_notification()
@@ -412,11 +415,12 @@ COMMENT ON FUNCTION membership.enqueue_notification(uuid, uuid, text, integer, t
                                                     text, text, timestamptz, timestamptz) IS
     'enqueue a notification to one member under the budget, preference and consent rules; returns its id and status';
 
--- The active members of the current organisation in an audience:
+-- The active members of the current organisation in an audience, in id
+-- order, locked (FOR NO KEY UPDATE, in that order) for enqueueing:
 --   {"all": true}  {"tier": "<membership tier>"}  {"profession": "<profession>"}
 --   {"interest": "<benefit category the member bookmarked>"}
-CREATE FUNCTION membership.audience_members(organisation uuid, audience jsonb) RETURNS uuid[]
-    LANGUAGE plpgsql STABLE
+CREATE FUNCTION membership.lock_audience(organisation uuid, audience jsonb) RETURNS uuid[]
+    LANGUAGE plpgsql
     SET search_path = pg_catalog, membership, pg_temp
     AS $$
 DECLARE
@@ -460,7 +464,8 @@ BEGIN
                   SELECT FROM membership.category_preferences cp
                   WHERE cp.member_id = m.id AND cp.category = v_value #>> '{}' AND cp.preference = 'bookmarked')
               END
-        ORDER BY m.id);
+        ORDER BY m.id
+        FOR NO KEY UPDATE OF m);
 END
 $$;
 
@@ -489,7 +494,7 @@ BEGIN
     PERFORM membership.enter_organisation(organisation);
     PERFORM membership.check_notification(channel, priority, category, title, body, data, sender,
                                           idempotency_key, at);
-    v_members := membership.audience_members(organisation, audience);
+    v_members := membership.lock_audience(organisation, audience);
     SELECT b.batch, b.replayed INTO v_batch, v_replayed
     FROM membership.open_batch(organisation, audience, channel, priority, category, title, body, data, sender,
                                provider, idempotency_key, not_after) AS b;
@@ -499,7 +504,8 @@ BEGIN
     WITH sent AS (
         SELECT e.status, e.reason, count(*) AS n
         FROM membership.enqueue_for_members(organisation, v_members, v_batch, channel, priority, category, title,
-                                            body, data, sender, provider, idempotency_key, true, not_after, at) AS e
+                                            body, data, sender, provider, idempotency_key, true, not_after, at,
+                                            members_locked => true) AS e
         GROUP BY 1, 2
     )
     SELECT jsonb_build_object('batch', v_batch, 'recipients', (SELECT coalesce(sum(s.n), 0) FROM sent s))
