@@ -325,6 +325,12 @@ SELECT membership.cancel_notifications(:'org', :'n4') AS cancelled_for_n4;
 SELECT count(*) FILTER (WHERE status IN ('queued', 'deferred')) AS n4_waiting,
        count(*) FILTER (WHERE reason = 'cancelled' AND NOT budgeted) AS n4_cancelled_and_released
 FROM membership.notifications WHERE member_id = :'n4';
+-- the cancelled rows gave their slots back: n4 has a free slot again
+SELECT * FROM pg_temp.send(:'n4', 2, '2030-01-10 12:00Z');
+-- a provider's promotion to one member, enqueued by the platform, waits for approval
+SELECT status, reason, due_at FROM membership.enqueue_notification(:'org', :'n3', 'push', 3, 'deals', 'Deal', 'Just for you',
+                                                                   sender => 'provider', at => '2030-01-10 12:00Z');
+SELECT audience ? 'member' AS for_one_member, recipients FROM membership_api.pending_promotions(fixture.key('nt-a:org'));
 SELECT * FROM membership.notification_stats(:'org') WHERE channel <> 'in_app';
 SELECT * FROM membership_api.notification_stats(api_key => fixture.key('nt-b:org'));
 SELECT fixture.try(format('SELECT * FROM membership.notification_stats(%L, %L, %L)', :'org', '2030-02-01', '2030-01-01'));

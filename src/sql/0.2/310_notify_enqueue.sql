@@ -200,7 +200,7 @@ BEGIN
     base AS (
         SELECT st.id, st.s AS b, st.qs, st.qe, st.tz FROM started st
         WHERE v_budget IS NOT NULL AND plan_notifications.priority > 1
-        UNION
+        UNION ALL
         SELECT st.id, bl.lo + v_week, st.qs, st.qe, st.tz
         FROM blocks bl JOIN started st ON st.id = bl.member_id
         WHERE plan_notifications.priority = 2 AND bl.lo + v_week > st.s
