@@ -62,6 +62,7 @@ CREATE TABLE membership.notification_batches (
     approval        text CHECK (approval IN ('pending', 'approved', 'rejected')),
     decided_at      timestamptz,
     recipients      integer NOT NULL DEFAULT 0 CHECK (recipients >= 0),
+    outcome         jsonb,          -- what became of the rows when sent, approved or rejected
     created_at      timestamptz NOT NULL DEFAULT pg_catalog.now(),
     UNIQUE (organisation_id, idempotency_key),
     UNIQUE (id, organisation_id),
@@ -78,7 +79,8 @@ SELECT membership.isolate_table('membership.notification_batches');
 -- row's organisation, and checking it per row would cost an audience send
 -- of 13,000 members a sixth of its time budget.
 ALTER TABLE membership.notifications ADD COLUMN batch_id bigint;
-CREATE INDEX notifications_batch_idx ON membership.notifications (batch_id) WHERE batch_id IS NOT NULL;
+-- a promotion's rows, for its approval (only those rows are in it)
+CREATE INDEX notifications_awaiting_idx ON membership.notifications (batch_id) WHERE reason = 'awaiting_approval';
 -- the member's inbox
 CREATE INDEX notifications_inbox_idx ON membership.notifications (member_id, id) WHERE status = 'sent';
 
@@ -339,20 +341,19 @@ BEGIN
 END
 $$;
 
--- What a batch's rows became: {"recipients": n, "queued": n, ..., "reasons": {...}}.
-CREATE FUNCTION membership.batch_outcome(batch bigint) RETURNS jsonb
-    LANGUAGE sql STABLE
+-- What became of a batch's rows, from their statuses and reasons:
+-- {"batch", "recipients", "<status>": n, ..., "reasons": {"<reason>": n}}.
+CREATE FUNCTION membership.batch_outcome(batch bigint, statuses text[], reasons text[]) RETURNS jsonb
+    LANGUAGE sql IMMUTABLE
     SET search_path = pg_catalog, membership, pg_temp
     AS $$
-    WITH counts AS (
-        SELECT n.status, n.reason, count(*) AS n FROM membership.notifications n
-        WHERE n.batch_id = batch_outcome.batch GROUP BY 1, 2
-    )
-    SELECT jsonb_build_object('batch', batch_outcome.batch,
-                              'recipients', (SELECT coalesce(sum(c.n), 0) FROM counts c))
-           || coalesce((SELECT jsonb_object_agg(s.status, s.n)
-                        FROM (SELECT c.status, sum(c.n) AS n FROM counts c GROUP BY 1) AS s), '{}')
-           || jsonb_build_object('reasons', coalesce((SELECT jsonb_object_agg(c.reason, c.n) FROM counts c), '{}'))
+    WITH rows AS (SELECT * FROM unnest(statuses, reasons) AS r(status, reason))
+    SELECT jsonb_build_object('batch', batch, 'recipients', coalesce(cardinality(statuses), 0))
+           || coalesce((SELECT jsonb_object_agg(x.status, x.n)
+                        FROM (SELECT r.status, count(*) AS n FROM rows r GROUP BY 1) AS x), '{}')
+           || jsonb_build_object('reasons', coalesce((SELECT jsonb_object_agg(x.reason, x.n)
+                                                      FROM (SELECT r.reason, count(*) AS n FROM rows r GROUP BY 1) AS x),
+                                                     '{}'))
 $$;
 
 -- Enqueue one notification (DESIGN.md 4.4).  Replaying an idempotency key
@@ -397,7 +398,9 @@ BEGIN
                                             title, body, data, sender, NULL, idempotency_key, false,
                                             not_after, at) AS e;
         IF v_batch IS NOT NULL AND NOT v_replayed THEN
-            UPDATE membership.notification_batches b SET recipients = 1 WHERE b.id = v_batch;
+            UPDATE membership.notification_batches b
+            SET recipients = 1, outcome = membership.batch_outcome(v_batch, ARRAY[status], ARRAY[reason])
+            WHERE b.id = v_batch;
         END IF;
     END IF;
     IF notification_id IS NULL THEN
@@ -472,7 +475,8 @@ $$;
 -- Enqueue a notification to every active member of an audience, set-based:
 -- one statement plans and inserts them all.  Idempotency: the key names
 -- the send; each row gets "key:member id"; a replay returns the first
--- send's outcome.  Returns the outcome counts (batch_outcome()).
+-- send's outcome.  Returns the outcome counts (batch_outcome()), which the
+-- batch keeps.
 CREATE FUNCTION membership.enqueue_notification_audience(organisation uuid, audience jsonb, channel text,
                                                          priority integer, category text, title text, body text,
                                                          data jsonb DEFAULT '{}',
@@ -499,24 +503,17 @@ BEGIN
     FROM membership.open_batch(organisation, audience, channel, priority, category, title, body, data, sender,
                                provider, idempotency_key, not_after) AS b;
     IF v_replayed THEN
-        RETURN membership.batch_outcome(v_batch) || '{"replayed": true}';
+        RETURN (SELECT b.outcome FROM membership.notification_batches b WHERE b.id = v_batch)
+               || '{"replayed": true}';
     END IF;
-    WITH sent AS (
-        SELECT e.status, e.reason, count(*) AS n
-        FROM membership.enqueue_for_members(organisation, v_members, v_batch, channel, priority, category, title,
-                                            body, data, sender, provider, idempotency_key, true, not_after, at,
-                                            members_locked => true) AS e
-        GROUP BY 1, 2
-    )
-    SELECT jsonb_build_object('batch', v_batch, 'recipients', (SELECT coalesce(sum(s.n), 0) FROM sent s))
-           || coalesce((SELECT jsonb_object_agg(x.status, x.n)
-                        FROM (SELECT s.status, sum(s.n) AS n FROM sent s GROUP BY 1) AS x), '{}')
-           || jsonb_build_object('reasons', coalesce((SELECT jsonb_object_agg(s.reason, s.n) FROM sent s), '{}'),
-                                 'replayed', false)
-    INTO v_outcome;
-    UPDATE membership.notification_batches b SET recipients = (v_outcome ->> 'recipients')::integer
+    SELECT membership.batch_outcome(v_batch, array_agg(e.status), array_agg(e.reason)) INTO v_outcome
+    FROM membership.enqueue_for_members(organisation, v_members, v_batch, channel, priority, category, title,
+                                        body, data, sender, provider, idempotency_key, true, not_after, at,
+                                        members_locked => true) AS e;
+    UPDATE membership.notification_batches b
+    SET recipients = (v_outcome ->> 'recipients')::integer, outcome = v_outcome
     WHERE b.id = v_batch;
-    RETURN v_outcome;
+    RETURN v_outcome || '{"replayed": false}';
 END
 $$;
 GRANT EXECUTE ON FUNCTION membership.enqueue_notification_audience(uuid, jsonb, text, integer, text, text, text,

@@ -69,6 +69,7 @@ CREATE FUNCTION membership.approve_promotion(organisation uuid, promotion bigint
 DECLARE
     v_batch membership.notification_batches;
     v_members uuid[];
+    v_outcome jsonb;
 BEGIN
     PERFORM membership.enter_organisation(organisation);
     v_batch := membership.pending_promotion(organisation, promotion);
@@ -76,16 +77,22 @@ BEGIN
                        WHERE n.batch_id = v_batch.id AND n.status = 'deferred' AND n.reason = 'awaiting_approval'
                        ORDER BY n.member_id);
     PERFORM FROM membership.members m WHERE m.id = ANY (v_members) ORDER BY m.id FOR NO KEY UPDATE;
-    UPDATE membership.notifications n
-    SET status = CASE WHEN n.channel = 'in_app' AND p.status = 'queued' THEN 'sent' ELSE p.status END,
-        reason = p.reason, budgeted = p.budgeted, slot_at = p.slot_at, due_at = p.due_at,
-        sent_at = CASE WHEN n.channel = 'in_app' AND p.status = 'queued' THEN at END
-    FROM membership.plan_notifications(organisation, v_members, v_batch.channel, v_batch.priority,
-                                       v_batch.category, v_batch.not_after, at) AS p
-    WHERE n.batch_id = v_batch.id AND n.member_id = p.member_id
-      AND n.status = 'deferred' AND n.reason = 'awaiting_approval';
-    UPDATE membership.notification_batches b SET approval = 'approved', decided_at = at WHERE b.id = v_batch.id;
-    RETURN membership.batch_outcome(v_batch.id);
+    WITH decided AS (
+        UPDATE membership.notifications n
+        SET status = CASE WHEN n.channel = 'in_app' AND p.status = 'queued' THEN 'sent' ELSE p.status END,
+            reason = p.reason, budgeted = p.budgeted, slot_at = p.slot_at, due_at = p.due_at,
+            sent_at = CASE WHEN n.channel = 'in_app' AND p.status = 'queued' THEN at END
+        FROM membership.plan_notifications(organisation, v_members, v_batch.channel, v_batch.priority,
+                                           v_batch.category, v_batch.not_after, at) AS p
+        WHERE n.batch_id = v_batch.id AND n.member_id = p.member_id
+          AND n.status = 'deferred' AND n.reason = 'awaiting_approval'
+        RETURNING n.status, n.reason
+    )
+    SELECT membership.batch_outcome(v_batch.id, array_agg(d.status), array_agg(d.reason)) INTO v_outcome
+    FROM decided d;
+    UPDATE membership.notification_batches b SET approval = 'approved', decided_at = at, outcome = v_outcome
+    WHERE b.id = v_batch.id;
+    RETURN v_outcome;
 END
 $$;
 GRANT EXECUTE ON FUNCTION membership.approve_promotion(uuid, bigint, timestamptz) TO membership_platform_admin;
@@ -96,13 +103,20 @@ CREATE FUNCTION membership.reject_promotion(organisation uuid, promotion bigint)
     AS $$
 DECLARE
     v_batch membership.notification_batches;
+    v_outcome jsonb;
 BEGIN
     PERFORM membership.enter_organisation(organisation);
     v_batch := membership.pending_promotion(organisation, promotion);
-    UPDATE membership.notifications n SET status = 'dropped', reason = 'rejected'
-    WHERE n.batch_id = v_batch.id AND n.status = 'deferred' AND n.reason = 'awaiting_approval';
-    UPDATE membership.notification_batches b SET approval = 'rejected', decided_at = now() WHERE b.id = v_batch.id;
-    RETURN membership.batch_outcome(v_batch.id);
+    WITH decided AS (
+        UPDATE membership.notifications n SET status = 'dropped', reason = 'rejected'
+        WHERE n.batch_id = v_batch.id AND n.status = 'deferred' AND n.reason = 'awaiting_approval'
+        RETURNING n.status, n.reason
+    )
+    SELECT membership.batch_outcome(v_batch.id, array_agg(d.status), array_agg(d.reason)) INTO v_outcome
+    FROM decided d;
+    UPDATE membership.notification_batches b SET approval = 'rejected', decided_at = now(), outcome = v_outcome
+    WHERE b.id = v_batch.id;
+    RETURN v_outcome;
 END
 $$;
 GRANT EXECUTE ON FUNCTION membership.reject_promotion(uuid, bigint) TO membership_platform_admin;
