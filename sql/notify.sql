@@ -321,6 +321,25 @@ SELECT set_config('request.jwt.claims', '', false) IS NOT NULL AS cleared;
 RESET ROLE;
 RESET SESSION AUTHORIZATION;
 
+-- later decisions apply to what is still waiting: n3 withdraws marketing
+-- consent (her deferred priority 3 push is dropped) and mutes "news" (her
+-- waiting news are suppressed); both give their slots back
+SELECT count(*) FILTER (WHERE priority = 3) AS n3_waiting_marketing,
+       count(*) FILTER (WHERE category = 'news') AS n3_waiting_news
+FROM membership.notifications WHERE member_id = :'n3' AND status IN ('queued', 'deferred') AND reason <> 'awaiting_approval';
+SET SESSION AUTHORIZATION authenticator;
+SET ROLE membership_member;
+SELECT set_config('request.jwt.claims', :'c3', false) IS NOT NULL AS as_n3;
+SELECT membership_api.set_consent('marketing', false) ->> 'marketing' AS n3_marketing;
+SELECT membership_api.set_notification_preferences(muted_categories => '{news}') -> 'muted_categories' AS n3_muted;
+SELECT set_config('request.jwt.claims', '', false) IS NOT NULL AS cleared;
+RESET ROLE;
+RESET SESSION AUTHORIZATION;
+SELECT status, reason, budgeted, count(*) FROM membership.notifications
+WHERE member_id = :'n3' AND (priority = 3 OR category = 'news') AND reason IN ('no_marketing_consent', 'category_muted')
+GROUP BY 1, 2, 3 ORDER BY 1, 2;
+SELECT count(*) AS n3_still_waiting FROM membership.notifications
+WHERE member_id = :'n3' AND status IN ('queued', 'deferred') AND reason <> 'awaiting_approval' AND (priority = 3 OR category = 'news');
 SELECT membership.cancel_notifications(:'org', :'n4') AS cancelled_for_n4;
 SELECT count(*) FILTER (WHERE status IN ('queued', 'deferred')) AS n4_waiting,
        count(*) FILTER (WHERE reason = 'cancelled' AND NOT budgeted) AS n4_cancelled_and_released

@@ -238,3 +238,44 @@ $$;
 GRANT EXECUTE ON FUNCTION membership_api.notifications(integer, bigint) TO membership_member;
 COMMENT ON FUNCTION membership_api.notifications(integer, bigint) IS
     'members: notifications delivered to them, newest first';
+
+-- A member's later decision applies to what is still waiting for them: a
+-- channel opted out of or a category muted suppresses their queued and
+-- deferred rows of it, and withdrawing marketing consent drops their
+-- waiting priority 3 rows.  Either way the slots are given back.  Rows a
+-- push worker holds ('sending') finish; promotions awaiting approval are
+-- judged when approved.
+CREATE FUNCTION membership.apply_preferences_to_waiting() RETURNS trigger
+    LANGUAGE plpgsql
+    SET search_path = pg_catalog, membership, pg_temp
+    AS $$
+BEGIN
+    UPDATE membership.notifications n
+    SET status = 'suppressed',
+        reason = CASE WHEN n.channel = ANY (NEW.opted_out_channels) THEN 'channel_opted_out' ELSE 'category_muted' END,
+        budgeted = false, slot_at = NULL, due_at = NULL
+    WHERE n.member_id = NEW.member_id AND n.status IN ('queued', 'deferred') AND n.reason <> 'awaiting_approval'
+      AND (n.channel = ANY (NEW.opted_out_channels) OR n.category = ANY (NEW.muted_categories));
+    RETURN NULL;
+END
+$$;
+CREATE TRIGGER notification_preferences_apply
+    AFTER INSERT OR UPDATE OF opted_out_channels, muted_categories ON membership.notification_preferences
+    FOR EACH ROW EXECUTE FUNCTION membership.apply_preferences_to_waiting();
+
+CREATE FUNCTION membership.apply_consent_to_waiting() RETURNS trigger
+    LANGUAGE plpgsql
+    SET search_path = pg_catalog, membership, pg_temp
+    AS $$
+BEGIN
+    UPDATE membership.notifications n
+    SET status = 'dropped', reason = 'no_marketing_consent', budgeted = false, slot_at = NULL, due_at = NULL
+    WHERE n.member_id = NEW.member_id AND n.priority = 3 AND n.status IN ('queued', 'deferred')
+      AND n.reason <> 'awaiting_approval';
+    RETURN NULL;
+END
+$$;
+CREATE TRIGGER consents_apply_to_notifications
+    AFTER INSERT OR UPDATE OF granted ON membership.consents
+    FOR EACH ROW WHEN (NEW.consent = 'marketing' AND NOT NEW.granted)
+    EXECUTE FUNCTION membership.apply_consent_to_waiting();
