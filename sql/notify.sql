@@ -355,5 +355,13 @@ SELECT * FROM membership_api.notification_stats(api_key => fixture.key('nt-b:org
 SELECT fixture.try(format('SELECT * FROM membership.notification_stats(%L, %L, %L)', :'org', '2030-02-01', '2030-01-01'));
 SELECT channel, due, oldest_due IS NOT NULL AS has_oldest_due, in_flight, lease_expired, deferred, next_due, awaiting_approval
 FROM membership.notification_queue('2030-01-10 12:00Z');
+-- two rows claimed by a push worker: one lease running, one run out (due again)
+SELECT 1 AS tenant_set FROM membership.set_tenant(:'org');
+UPDATE membership.notifications SET status = 'sending', lease_until = '2030-01-10 12:05Z'
+WHERE id = (SELECT min(id) FROM membership.notifications WHERE organisation_id = :'org' AND channel = 'sms' AND status = 'queued');
+UPDATE membership.notifications SET status = 'sending', lease_until = '2030-01-10 11:55Z'
+WHERE id = (SELECT max(id) FROM membership.notifications WHERE organisation_id = :'org' AND channel = 'sms' AND status = 'queued');
+SELECT channel, due, in_flight, lease_expired FROM membership.notification_queue('2030-01-10 12:00Z') WHERE channel = 'sms';
 SELECT membership.cancel_notifications(:'org') AS cancelled_for_everyone;
+SELECT count(*) AS sending_left_alone FROM membership.notifications WHERE organisation_id = :'org' AND status = 'sending';
 SELECT channel, due, deferred, awaiting_approval FROM membership.notification_queue('2030-01-10 12:00Z');

@@ -24,7 +24,7 @@ BEGIN
     FOR d IN SELECT * FROM demo_midwives ORDER BY n LOOP
         PERFORM set_config('request.jwt.claims', d.claims, false);
         PERFORM membership_api.register_device(CASE WHEN d.n % 2 = 0 THEN 'apns' ELSE 'fcm' END,
-                                               'demo-token-' || d.external_id);
+                                               'ok-demo-' || d.external_id);
         IF d.n % 10 = 0 THEN
             PERFORM membership_api.set_notification_preferences(quiet_start => '22:00', quiet_end => '07:00',
                 time_zone => (ARRAY['Europe/Oslo', 'America/New_York', 'Asia/Tokyo'])[1 + d.n % 3]);
