@@ -170,8 +170,10 @@ BEGIN
                coalesce(p.time_zone, 'UTC') AS tz
         FROM unnest(members) AS u(id)
         JOIN membership.members m ON m.id = u.id AND m.organisation_id = plan_notifications.organisation
-        LEFT JOIN membership.notification_preferences p ON p.member_id = m.id
-        LEFT JOIN membership.consents c ON c.member_id = m.id AND c.consent = 'marketing'
+        LEFT JOIN membership.notification_preferences p
+               ON p.member_id = m.id AND p.organisation_id = plan_notifications.organisation
+        LEFT JOIN membership.consents c
+               ON c.member_id = m.id AND c.organisation_id = plan_notifications.organisation AND c.consent = 'marketing'
     ),
     -- "s": when quiet hours let it go, "at" or the end of the quiet period
     -- "at" falls in (local time, possibly across midnight)
@@ -194,6 +196,7 @@ BEGIN
                      lead(n.slot_at, v_budget - 1) OVER (PARTITION BY n.member_id ORDER BY n.slot_at) AS hi
               FROM membership.notifications n
               WHERE v_budget IS NOT NULL AND plan_notifications.priority > 1
+                AND n.organisation_id = plan_notifications.organisation
                 AND n.member_id = ANY (members) AND n.channel = plan_notifications.channel AND n.budgeted
                 AND n.slot_at > plan_notifications.at - v_week) AS x
         WHERE x.hi IS NOT NULL
