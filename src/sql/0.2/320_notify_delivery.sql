@@ -150,9 +150,9 @@ COMMENT ON FUNCTION membership_api.reject_notification(bigint, text) IS
     'organisations: reject a provider''s promotion; none of it is sent';
 
 -- Deliver the in-app notifications that have fallen due (deferred by a
--- budget or quiet hours); those past not_after are dropped.  Returns how
--- many rows it changed.  A periodic job (registered with the jobs, after
--- 405_jobs.sql); the inbox shows due in-app rows before it runs.
+-- budget); those past not_after are dropped.  Returns how many rows it
+-- changed.  A job, every minute; the inbox shows due in-app rows before it
+-- runs.
 CREATE FUNCTION membership.deliver_in_app(at timestamptz DEFAULT now()) RETURNS bigint
     LANGUAGE plpgsql SECURITY DEFINER
     SET search_path = pg_catalog, membership, pg_temp
@@ -181,6 +181,8 @@ $$;
 GRANT EXECUTE ON FUNCTION membership.deliver_in_app(timestamptz) TO membership_worker, membership_platform_admin;
 COMMENT ON FUNCTION membership.deliver_in_app(timestamptz) IS
     'job: deliver in-app notifications that have fallen due (the inbox shows them before it runs)';
+SELECT membership.register_job('deliver_in_app', '* * * * *', 'SELECT membership.deliver_in_app()',
+    'deliver in-app notifications that have fallen due');
 
 -- Cancel everything not yet sent to an organisation's members (or one
 -- member): queued and deferred rows become 'dropped' (reason 'cancelled')
