@@ -201,10 +201,11 @@ BEGIN
                 AND n.slot_at > plan_notifications.at - v_week) AS x
         WHERE x.hi IS NOT NULL
     ),
-    -- candidate moments: "s", and (priority 2) the end of each block after it
+    -- candidate moments, for the members some block may concern (for the
+    -- others "s" is free): "s", and (priority 2) the end of each block after it
     base AS (
         SELECT st.id, st.s AS b, st.qs, st.qe, st.tz FROM started st
-        WHERE v_budget IS NOT NULL AND plan_notifications.priority > 1
+        WHERE EXISTS (SELECT FROM blocks bl WHERE bl.member_id = st.id)
         UNION ALL
         SELECT st.id, bl.lo + v_week, st.qs, st.qe, st.tz
         FROM blocks bl JOIN started st ON st.id = bl.member_id
@@ -222,18 +223,18 @@ BEGIN
         FROM base b
         CROSS JOIN LATERAL (SELECT b.b AT TIME ZONE b.tz AS lt) AS l
     ),
-    -- the earliest candidate no block covers (priority 3: "s" or nothing)
+    -- the earliest candidate no block covers (priority 3: "s" or nothing);
+    -- one row for each of those members, NULL when none is free
     earliest AS (
-        SELECT c.id, min(c.c) AS t
+        SELECT c.id, min(c.c) FILTER (WHERE bl.member_id IS NULL) AS t
         FROM candidates c
-        WHERE NOT EXISTS (SELECT FROM blocks bl
-                          WHERE bl.member_id = c.id AND bl.hi - v_week < c.c AND c.c < bl.lo + v_week)
+        LEFT JOIN blocks bl ON bl.member_id = c.id AND bl.hi - v_week < c.c AND c.c < bl.lo + v_week
         GROUP BY c.id
     ),
     timed AS (
         SELECT st.*,
                CASE WHEN plan_notifications.priority = 1 THEN plan_notifications.at
-                    WHEN v_budget IS NULL THEN st.s
+                    WHEN e.id IS NULL THEN st.s
                     ELSE e.t END AS t
         FROM started st
         LEFT JOIN earliest e ON e.id = st.id
