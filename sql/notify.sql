@@ -236,6 +236,9 @@ SELECT fixture.try(format('SELECT membership.enqueue_notification(%L, %L, %L, 2,
 SELECT fixture.try(format('SELECT membership.enqueue_notification(%L, %L, %L, 2, %L, %L, %L, NULL)', :'org', :'n1', 'push', 'news', 't', 'b'));
 SELECT fixture.try(format('SELECT membership.enqueue_notification(NULL, %L, %L, 2, %L, %L, %L)', :'n1', 'push', 'news', 't', 'b'));
 SELECT fixture.try(format('SELECT membership.enqueue_notification(%L, %L, %L, 2, %L, %L, %L, idempotency_key => %L)', :'org', :'n1', 'push', 'news', 't', 'b', ''));
+BEGIN ISOLATION LEVEL REPEATABLE READ;
+SELECT fixture.try(format('SELECT membership.enqueue_notification(%L, %L, %L, 2, %L, %L, %L)', :'org', :'n1', 'push', 'news', 't', 'b'));
+ROLLBACK;
 SELECT count(*) - :before AS rows_added_by_bad_input FROM membership.notifications;
 
 -------------------------------------------------------------------------

@@ -160,6 +160,16 @@ DECLARE
     v_quiet boolean := priority > 1 AND channel <> 'in_app';
     v_week constant interval := interval '7 days';
 BEGIN
+    -- the slots are counted on a snapshot taken after the members' locks:
+    -- REPEATABLE READ would count on the transaction's first snapshot and
+    -- could miss what the previous holder of a lock committed
+    -- (SERIALIZABLE is safe: one of two such transactions fails)
+    IF current_setting('transaction_isolation') = 'repeatable read' THEN
+        RAISE EXCEPTION USING ERRCODE = 'object_not_in_prerequisite_state',
+            MESSAGE = 'notifications cannot be enqueued in a REPEATABLE READ transaction',
+            DETAIL = 'The budget is counted after locking the members, on a fresh snapshot.',
+            HINT = 'Use READ COMMITTED (the default) or SERIALIZABLE.';
+    END IF;
     RETURN QUERY
     WITH target AS (
         SELECT m.id, m.removed_at IS NOT NULL AS removed,
