@@ -200,6 +200,15 @@ SELECT * FROM pg_temp.send(:'gone', 1, '2030-01-07 09:00Z');
 SELECT * FROM pg_temp.send(:'n2', 2, '2030-01-07 09:00Z', channel => 'in_app');
 SELECT 'email #' || i AS send, s.* FROM generate_series(1, 3) AS i,
     LATERAL pg_temp.send(:'n2', 2, timestamptz '2030-01-07 09:00Z' + i * interval '1 minute', channel => 'email') AS s;
+-- in_app under a budget of 1: the second waits for next week, and
+-- deliver_in_app() marks it sent when it falls due
+SELECT membership.set_notification_budget(:'org', 'in_app', 1);
+SELECT 'in_app #' || i AS send, s.* FROM generate_series(1, 2) AS i,
+    LATERAL pg_temp.send(:'n4', 2, timestamptz '2025-01-07 09:00Z' + i * interval '1 minute', channel => 'in_app') AS s;
+SELECT membership.deliver_in_app('2025-01-14 09:00Z') AS delivered_before_due,
+       membership.deliver_in_app('2025-01-14 09:01Z') AS delivered_when_due;
+SELECT status, reason, sent_at FROM membership.notifications WHERE member_id = :'n4' AND channel = 'in_app' ORDER BY id;
+SELECT membership.set_notification_budget(:'org', 'in_app', NULL);
 -- sms is unlimited here
 SELECT 'sms #' || i AS send, s.* FROM generate_series(1, 4) AS i,
     LATERAL pg_temp.send(:'n2', 2, timestamptz '2030-01-07 09:00Z' + i * interval '1 minute', channel => 'sms') AS s;

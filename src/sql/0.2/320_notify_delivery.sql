@@ -150,8 +150,8 @@ COMMENT ON FUNCTION membership_api.reject_notification(bigint, text) IS
     'organisations: reject a provider''s promotion; none of it is sent';
 
 -- Deliver the in-app notifications that have fallen due (deferred by a
--- budget); those past not_after are dropped.  Returns how many rows it
--- changed.  A job, every minute; the inbox shows due in-app rows before it
+-- budget; not_after was applied when their time was decided).  Returns how
+-- many rows it changed.  A job, every minute; the inbox shows due in-app rows before it
 -- runs.
 CREATE FUNCTION membership.deliver_in_app(at timestamptz DEFAULT now()) RETURNS bigint
     LANGUAGE plpgsql SECURITY DEFINER
@@ -165,10 +165,7 @@ BEGIN
     FOR v_org IN SELECT membership.all_organisations() LOOP
         PERFORM membership.set_tenant(v_org);
         UPDATE membership.notifications n
-        SET status = CASE WHEN n.due_at > n.not_after THEN 'dropped' ELSE 'sent' END,
-            reason = CASE WHEN n.due_at > n.not_after THEN 'expired' ELSE n.reason END,
-            budgeted = n.budgeted AND NOT n.due_at > n.not_after,
-            sent_at = CASE WHEN n.due_at > n.not_after THEN NULL ELSE at END
+        SET status = 'sent', sent_at = at
         WHERE n.organisation_id = v_org AND n.channel = 'in_app'
           AND n.status IN ('queued', 'deferred') AND n.due_at <= at;
         GET DIAGNOSTICS v_n = ROW_COUNT;
@@ -230,8 +227,7 @@ BEGIN
         FROM membership.notifications n
         WHERE n.member_id = v_caller.member_id AND n.organisation_id = v_caller.organisation_id
           AND (n.status = 'sent'
-               OR (n.channel = 'in_app' AND n.status IN ('queued', 'deferred') AND n.due_at <= now()
-                   AND NOT n.due_at > n.not_after))
+               OR (n.channel = 'in_app' AND n.status IN ('queued', 'deferred') AND n.due_at <= now()))
           AND (before IS NULL OR n.id < before)
         ORDER BY n.id DESC
         LIMIT max_results;
