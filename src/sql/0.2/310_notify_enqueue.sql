@@ -30,8 +30,8 @@
 -- The earliest moment t >= "from" at which a new slot fits: a slot at t
 -- breaks the rule exactly when N existing slots s_i <= ... <= s_(i+N-1)
 -- (consecutive in time) and t fit together in less than 7 days, that is
--- when s_(i+N-1) - 7 days < t < s_i + 7 days.  These open intervals are
--- the blocked times; t is the earliest point at or after "from" outside
+-- when s_(i+N-1) - s_i < 7 days and s_(i+N-1) - 7 days < t < s_i + 7 days.
+-- These open intervals are the blocked times; t is the earliest point at or after "from" outside
 -- all of them and outside quiet hours, and must be "from" itself, the end
 -- of a blocked interval (s_i + 7 days), or the end of the quiet period
 -- that one of those falls in.  The rules evaluate those few candidates
@@ -209,23 +209,38 @@ BEGIN
                 AND n.organisation_id = plan_notifications.organisation
                 AND n.member_id = ANY (members) AND n.channel = plan_notifications.channel AND n.budgeted
                 AND n.slot_at > plan_notifications.at - v_week) AS x
-        WHERE x.hi IS NOT NULL
+        -- N slots spread over 7 days or more never share a window
+        WHERE x.hi IS NOT NULL AND x.hi - x.lo < v_week
     ),
-    -- candidate moments, for the members some block may concern (for the
-    -- others "s" is free): "s", and (priority 2) the end of each block after it
+    -- Members without quiet hours.  The blocked intervals of a member,
+    -- taken in order, have non-decreasing starts and ends, so the end of
+    -- block i is free exactly when the next block starts at or after it,
+    -- and when "s" is blocked the answer is the first free end after "s".
+    fast AS (
+        SELECT st.id,
+               bool_or(bl.hi - v_week < st.s AND st.s < bl.lo + v_week) AS s_blocked,
+               min(bl.lo + v_week) FILTER (WHERE (bl.next_start IS NULL OR bl.next_start >= bl.lo + v_week)
+                                             AND bl.lo + v_week > st.s) AS first_free_end
+        FROM started st
+        JOIN (SELECT b.*, lead(b.hi) OVER (PARTITION BY b.member_id ORDER BY b.lo, b.hi) - v_week AS next_start
+              FROM blocks b) AS bl ON bl.member_id = st.id
+        WHERE st.qs IS NULL
+        GROUP BY st.id
+    ),
+    -- Members with quiet hours: candidate moments, "s" and (priority 2) the
+    -- end of each block after it, each moved past the quiet period it falls
+    -- in; the earliest that no block covers.
     base AS (
         SELECT st.id, st.s AS b, st.qs, st.qe, st.tz FROM started st
-        WHERE EXISTS (SELECT FROM blocks bl WHERE bl.member_id = st.id)
+        WHERE st.qs IS NOT NULL AND EXISTS (SELECT FROM blocks bl WHERE bl.member_id = st.id)
         UNION ALL
         SELECT st.id, bl.lo + v_week, st.qs, st.qe, st.tz
         FROM blocks bl JOIN started st ON st.id = bl.member_id
-        WHERE plan_notifications.priority = 2 AND bl.lo + v_week > st.s
+        WHERE st.qs IS NOT NULL AND plan_notifications.priority = 2 AND bl.lo + v_week > st.s
     ),
-    -- ... each moved past the quiet period it falls in
     candidates AS (
         SELECT b.id,
-               CASE WHEN b.qs IS NULL THEN b.b
-                    WHEN b.qs < b.qe AND l.lt::time >= b.qs AND l.lt::time < b.qe
+               CASE WHEN b.qs < b.qe AND l.lt::time >= b.qs AND l.lt::time < b.qe
                         THEN (l.lt::date + b.qe) AT TIME ZONE b.tz
                     WHEN b.qs > b.qe AND l.lt::time >= b.qs THEN (l.lt::date + 1 + b.qe) AT TIME ZONE b.tz
                     WHEN b.qs > b.qe AND l.lt::time < b.qe THEN (l.lt::date + b.qe) AT TIME ZONE b.tz
@@ -233,20 +248,26 @@ BEGIN
         FROM base b
         CROSS JOIN LATERAL (SELECT b.b AT TIME ZONE b.tz AS lt) AS l
     ),
-    -- the earliest candidate no block covers (priority 3: "s" or nothing);
-    -- one row for each of those members, NULL when none is free
+    -- the earliest free moment of each member some block concerns (priority
+    -- 3: "s" or nothing, NULL)
     earliest AS (
-        SELECT c.id, min(c.c) FILTER (WHERE bl.member_id IS NULL) AS t
+        SELECT c.id, min(c.c) AS t
         FROM candidates c
-        LEFT JOIN blocks bl ON bl.member_id = c.id AND bl.hi - v_week < c.c AND c.c < bl.lo + v_week
+        WHERE NOT EXISTS (SELECT FROM blocks bl
+                          WHERE bl.member_id = c.id AND bl.hi - v_week < c.c AND c.c < bl.lo + v_week)
         GROUP BY c.id
+        UNION ALL
+        SELECT f.id, CASE WHEN NOT f.s_blocked THEN st.s
+                          WHEN plan_notifications.priority = 2 THEN f.first_free_end END
+        FROM fast f JOIN started st ON st.id = f.id
     ),
     timed AS (
         SELECT st.*,
                CASE WHEN plan_notifications.priority = 1 THEN plan_notifications.at
-                    WHEN e.id IS NULL THEN st.s
+                    WHEN hb.member_id IS NULL THEN st.s
                     ELSE e.t END AS t
         FROM started st
+        LEFT JOIN (SELECT DISTINCT bl.member_id FROM blocks bl) AS hb ON hb.member_id = st.id
         LEFT JOIN earliest e ON e.id = st.id
     ),
     decided AS (
