@@ -151,6 +151,9 @@ CREATE FUNCTION membership.plan_notifications(organisation uuid, members uuid[],
     SET search_path = pg_catalog, membership, pg_temp
     -- an audience's slots are sorted per member in memory
     SET work_mem = '64MB'
+    -- every join below is on the member id; the row estimates of the CTEs
+    -- are guesses, and a nested loop on a bad guess is quadratic
+    SET enable_nestloop = off
     AS $$
 #variable_conflict use_column
 DECLARE
@@ -212,20 +215,21 @@ BEGIN
         -- N slots spread over 7 days or more never share a window
         WHERE x.hi IS NOT NULL AND x.hi - x.lo < v_week
     ),
-    -- Members without quiet hours.  The blocked intervals of a member,
-    -- taken in order, have non-decreasing starts and ends, so the end of
-    -- block i is free exactly when the next block starts at or after it,
-    -- and when "s" is blocked the answer is the first free end after "s".
+    -- Members without quiet hours ("s" is "at").  The blocked intervals of
+    -- a member, taken in order, have non-decreasing starts and ends, so the
+    -- end of block i is free exactly when the next block starts at or after
+    -- it, and when "at" is blocked the answer is the first free end after
+    -- it.  (Computed for every member with blocks; used for those without
+    -- quiet hours.)
     fast AS (
-        SELECT st.id,
-               bool_or(bl.hi - v_week < st.s AND st.s < bl.lo + v_week) AS s_blocked,
+        SELECT bl.member_id AS id,
+               bool_or(bl.hi - v_week < plan_notifications.at AND plan_notifications.at < bl.lo + v_week)
+                   AS at_blocked,
                min(bl.lo + v_week) FILTER (WHERE (bl.next_start IS NULL OR bl.next_start >= bl.lo + v_week)
-                                             AND bl.lo + v_week > st.s) AS first_free_end
-        FROM started st
-        JOIN (SELECT b.*, lead(b.hi) OVER (PARTITION BY b.member_id ORDER BY b.lo, b.hi) - v_week AS next_start
-              FROM blocks b) AS bl ON bl.member_id = st.id
-        WHERE st.qs IS NULL
-        GROUP BY st.id
+                                             AND bl.lo + v_week > plan_notifications.at) AS first_free_end
+        FROM (SELECT b.*, lead(b.hi) OVER (PARTITION BY b.member_id ORDER BY b.lo, b.hi) - v_week AS next_start
+              FROM blocks b) AS bl
+        GROUP BY bl.member_id
     ),
     -- Members with quiet hours: candidate moments, "s" and (priority 2) the
     -- end of each block after it, each moved past the quiet period it falls
@@ -248,26 +252,23 @@ BEGIN
         FROM base b
         CROSS JOIN LATERAL (SELECT b.b AT TIME ZONE b.tz AS lt) AS l
     ),
-    -- the earliest free moment of each member some block concerns (priority
-    -- 3: "s" or nothing, NULL)
+    -- the earliest of them that no block covers (priority 3: "s" or nothing)
     earliest AS (
         SELECT c.id, min(c.c) AS t
         FROM candidates c
         WHERE NOT EXISTS (SELECT FROM blocks bl
                           WHERE bl.member_id = c.id AND bl.hi - v_week < c.c AND c.c < bl.lo + v_week)
         GROUP BY c.id
-        UNION ALL
-        SELECT f.id, CASE WHEN NOT f.s_blocked THEN st.s
-                          WHEN plan_notifications.priority = 2 THEN f.first_free_end END
-        FROM fast f JOIN started st ON st.id = f.id
     ),
     timed AS (
         SELECT st.*,
                CASE WHEN plan_notifications.priority = 1 THEN plan_notifications.at
-                    WHEN hb.member_id IS NULL THEN st.s
+                    WHEN f.id IS NULL THEN st.s                     -- no block concerns the member
+                    WHEN st.qs IS NULL THEN CASE WHEN NOT f.at_blocked THEN plan_notifications.at
+                                                 WHEN plan_notifications.priority = 2 THEN f.first_free_end END
                     ELSE e.t END AS t
         FROM started st
-        LEFT JOIN (SELECT DISTINCT bl.member_id FROM blocks bl) AS hb ON hb.member_id = st.id
+        LEFT JOIN fast f ON f.id = st.id
         LEFT JOIN earliest e ON e.id = st.id
     ),
     decided AS (
