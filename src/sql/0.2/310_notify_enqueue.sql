@@ -31,11 +31,15 @@
 -- breaks the rule exactly when N existing slots s_i <= ... <= s_(i+N-1)
 -- (consecutive in time) and t fit together in less than 7 days, that is
 -- when s_(i+N-1) - s_i < 7 days and s_(i+N-1) - 7 days < t < s_i + 7 days.
--- These open intervals are the blocked times; t is the earliest point at or after "from" outside
--- all of them and outside quiet hours, and must be "from" itself, the end
--- of a blocked interval (s_i + 7 days), or the end of the quiet period
--- that one of those falls in.  The rules evaluate those few candidates
--- per member in one statement for the whole audience.
+-- These open intervals are the blocked times; t is the earliest point at
+-- or after "from" outside all of them and outside quiet hours, and must be
+-- "from" itself, the end of a blocked interval (s_i + 7 days), or the end
+-- of the quiet period one of those falls in.  Taken in order, the
+-- intervals' starts and ends never decrease, so without quiet hours t is
+-- "from" or the first interval end after it that the next interval does
+-- not cover (window functions over the slots); with quiet hours the rules
+-- try those few candidates per member.  Either way one statement decides
+-- for the whole audience (sql/notify_slots.sql checks it by brute force).
 --
 -- Concurrency: every enqueue, approval and audience locks the members'
 -- rows (FOR NO KEY UPDATE, in member id order) before it counts slots, and
