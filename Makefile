@@ -22,7 +22,7 @@ OBJS = $(patsubst %.c,%.o,$(sort $(wildcard src/*.c)))
 DATA_built = $(INSTALL_SCRIPTS) $(UPGRADE_SCRIPTS)
 
 PG_CPPFLAGS = -I$(srcdir)/src
-SHLIB_LINK = -lcrypto
+SHLIB_LINK = -lcrypto -lcurl
 # -Wunused-parameter is off: every V1 function takes fcinfo, used or not.
 PG_CFLAGS = -Wall -Wextra -Werror -Wno-unused-parameter
 
