@@ -68,7 +68,7 @@ CREATE FUNCTION membership.push_fcm_message(n membership.notifications, device_t
                      || pg_catalog.jsonb_build_object('membership_notification_id', n.id::text)) AS e),
         'android', pg_catalog.jsonb_build_object('priority', CASE WHEN n.priority = 1 THEN 'HIGH' ELSE 'NORMAL' END)
             || CASE WHEN n.not_after IS NULL THEN '{}'::jsonb
-                    ELSE pg_catalog.jsonb_build_object('ttl', pg_catalog.greatest(0,
+                    ELSE pg_catalog.jsonb_build_object('ttl', GREATEST(0,
                              pg_catalog.ceil(EXTRACT(epoch FROM n.not_after - pg_catalog.now())))::bigint || 's')
                END))
 $$;
@@ -83,7 +83,7 @@ $$;
 -- sending give their budget slot back.  The rest become 'sending' until
 -- now() + lease, with one more attempt, and come back as one row per
 -- device still to reach.
-CREATE FUNCTION membership.push_claim(batch integer, lease interval, max_attempts integer)
+CREATE FUNCTION membership.push_claim(batch integer, lease_seconds integer, max_attempts integer)
     RETURNS TABLE (notification_id bigint, organisation_id uuid, device_id bigint, platform text,
                    token text, payload text, priority smallint, expiration bigint, collapse_id text)
     LANGUAGE plpgsql
@@ -140,7 +140,7 @@ BEGIN
     RETURN QUERY
     WITH claimed AS (
         UPDATE membership.notifications n
-        SET status = 'sending', lease_until = pg_catalog.now() + lease, attempts = n.attempts + 1
+        SET status = 'sending', lease_until = pg_catalog.now() + pg_catalog.make_interval(secs => lease_seconds), attempts = n.attempts + 1
         WHERE n.id = ANY (v_ids) AND n.status IN ('queued', 'deferred', 'sending')
         RETURNING n.*
     )
@@ -178,7 +178,8 @@ BEGIN
     INSERT INTO membership.push_deliveries AS pd (organisation_id, notification_id, device_id, status, last_error)
     SELECT n.organisation_id, r.notification_id, r.device_id,
            CASE r.outcome WHEN 'dead' THEN 'deactivated' ELSE r.outcome END, r.error
-    FROM pg_catalog.unnest(notification_ids, device_ids, outcomes, errors, delays_ms)
+    FROM ROWS FROM (pg_catalog.unnest(notification_ids), pg_catalog.unnest(device_ids), pg_catalog.unnest(outcomes),
+                       pg_catalog.unnest(errors), pg_catalog.unnest(delays_ms))
              AS r(notification_id, device_id, outcome, error, delay_ms) JOIN membership.notifications n ON n.id = r.notification_id
     ON CONFLICT (notification_id, device_id) DO UPDATE
     SET status = excluded.status, last_error = excluded.last_error, attempts = pd.attempts + 1,
@@ -186,7 +187,8 @@ BEGIN
 
     UPDATE membership.devices d
     SET active = false, deactivated_at = pg_catalog.now(), deactivation_reason = r.error
-    FROM pg_catalog.unnest(notification_ids, device_ids, outcomes, errors, delays_ms)
+    FROM ROWS FROM (pg_catalog.unnest(notification_ids), pg_catalog.unnest(device_ids), pg_catalog.unnest(outcomes),
+                       pg_catalog.unnest(errors), pg_catalog.unnest(delays_ms))
              AS r(notification_id, device_id, outcome, error, delay_ms)
     WHERE r.outcome = 'dead' AND d.id = r.device_id AND d.active;
 
@@ -213,7 +215,8 @@ BEGIN
                  pg_catalog.max(r.delay_ms) FILTER (WHERE r.outcome = 'retry') AS delay_ms,
                  EXISTS (SELECT FROM membership.push_deliveries pd
                          WHERE pd.notification_id = r.notification_id AND pd.status = 'sent') AS any_sent
-          FROM pg_catalog.unnest(notification_ids, device_ids, outcomes, errors, delays_ms)
+          FROM ROWS FROM (pg_catalog.unnest(notification_ids), pg_catalog.unnest(device_ids), pg_catalog.unnest(outcomes),
+                       pg_catalog.unnest(errors), pg_catalog.unnest(delays_ms))
              AS r(notification_id, device_id, outcome, error, delay_ms) GROUP BY r.notification_id) AS a
     WHERE n.id = a.notification_id AND n.status = 'sending';
     GET DIAGNOSTICS v_rows = ROW_COUNT;
@@ -227,7 +230,7 @@ CREATE FUNCTION membership.push_next_wake() RETURNS timestamptz
     LANGUAGE sql STABLE
     SET search_path = pg_catalog, membership, pg_temp
     AS $$
-    SELECT pg_catalog.least(
+    SELECT LEAST(
         (SELECT pg_catalog.min(n.due_at) FROM membership.notifications n
          WHERE n.due_at IS NOT NULL AND n.status IN ('queued', 'deferred') AND n.channel = 'push'),
         (SELECT pg_catalog.min(n.lease_until) FROM membership.notifications n
