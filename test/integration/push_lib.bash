@@ -63,6 +63,9 @@ mock_counts() {
 
 mock_control() { curl -s -X POST "$MB_PUSH_CONTROL/$1" >/dev/null; }
 
+# each test counts what the mocks received from its own start
+mock_control reset
+
 # wait_status SECONDS ID STATUS: until notification ID has STATUS.
 wait_status() {
 	wait_for "$1" "SELECT status = '$3' FROM membership.notifications WHERE id = $2"
