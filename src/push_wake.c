@@ -22,6 +22,7 @@
 #include "commands/trigger.h"
 #include "executor/spi.h"
 #include "fmgr.h"
+#include "funcapi.h"
 #include "miscadmin.h"
 #include "port/atomics.h"
 #include "storage/ipc.h"
@@ -192,4 +193,36 @@ membership_push_wake(PG_FUNCTION_ARGS)
 		wake_due = DatumGetTimestampTz(due);
 	wake_pending = true;
 	return PointerGetDatum(NULL);
+}
+
+PG_FUNCTION_INFO_V1(membership_push_worker_plans);
+
+/*
+ * membership.push_worker_plans(): each running push worker and when it
+ * plans to look at the outbox again (NULL while it is working).
+ */
+Datum
+membership_push_worker_plans(PG_FUNCTION_ARGS)
+{
+	ReturnSetInfo *rsinfo = (ReturnSetInfo *) fcinfo->resultinfo;
+
+	membership_require_preload("membership.push_worker_plans()");
+	InitMaterializedSRF(fcinfo, 0);
+	for (int i = 0; i < push_shared->nslots; i++)
+	{
+		PushWorkerSlot *slot = &push_shared->slots[i];
+		Datum		values[3];
+		bool		nulls[3] = {false, false, false};
+		int64		when;
+
+		if (slot->latch == NULL)
+			continue;
+		when = (int64) pg_atomic_read_u64(&slot->next_wake);
+		values[0] = Int32GetDatum(i);
+		values[1] = ObjectIdGetDatum(slot->database);
+		values[2] = TimestampTzGetDatum(when);
+		nulls[2] = when == PUSH_AWAKE;
+		tuplestore_putvalues(rsinfo->setResult, rsinfo->setDesc, values, nulls);
+	}
+	return (Datum) 0;
 }

@@ -248,3 +248,11 @@ CREATE TRIGGER push_wake
     FOR EACH ROW
     WHEN (NEW.channel = 'push' AND NEW.status IN ('queued', 'deferred') AND NEW.due_at IS NOT NULL)
     EXECUTE FUNCTION membership.push_wake();
+
+-- Each running push worker, its database, and when it plans to look at the
+-- outbox again by itself (NULL while it is working): for monitoring.
+CREATE FUNCTION membership.push_worker_plans(OUT worker integer, OUT database oid, OUT planned_wake timestamptz)
+    RETURNS SETOF record
+    LANGUAGE C VOLATILE PARALLEL RESTRICTED
+    AS 'MODULE_PATHNAME', 'membership_push_worker_plans';
+GRANT EXECUTE ON FUNCTION membership.push_worker_plans() TO membership_platform_admin;
