@@ -61,6 +61,7 @@ typedef struct PushRequest
 	int			retry_after;	/* seconds of Retry-After; -1 if none */
 	StringInfoData response;
 	char		error[256];		/* transport error, if status is 0 */
+	struct PushEndpoint *endpoint;	/* where it goes */
 	void	   *easy;			/* CURL *, while in flight */
 } PushRequest;
 
@@ -88,7 +89,7 @@ typedef struct PushMessage
 typedef struct PushEndpoint PushEndpoint;
 extern void push_http_init(void);
 extern PushEndpoint *push_endpoint_create(const char *name);
-extern void push_http_run(PushEndpoint *endpoint, PushRequest **requests, int n);
+extern void push_http_run(PushEndpoint **endpoints, int nendpoints, PushRequest **requests, int n);
 extern void push_http_post(PushRequest *request);
 extern void push_request_reset(PushRequest *request);
 extern char *push_json_string(const char *json, const char *key);

@@ -4,7 +4,8 @@
  *	  HTTP/2 transport of the push worker, on the libcurl multi interface.
  *
  * Each endpoint (FCM, APNs, APNs sandbox) has one multi handle for the
- * worker's life, so its connections stay open from batch to batch.
+ * worker's life, so its connections stay open from batch to batch; the
+ * transfers of all endpoints advance together.
  * Transfers ask for HTTP/2 over TLS (h2 by ALPN) and wait for an existing
  * connection to multiplex on (CURLOPT_PIPEWAIT) rather than open another:
  * membership.push_concurrency streams are in flight on at most
@@ -17,6 +18,8 @@
  *-------------------------------------------------------------------------
  */
 #include "postgres.h"
+
+#include <sys/select.h>
 
 #include <curl/curl.h>
 
@@ -138,13 +141,14 @@ request_done(PushRequest *request, CURL *easy, CURLcode result)
 }
 
 /*
- * Send "n" requests through "endpoint", push_concurrency at a time, and
- * return when every one has an answer or has failed.  A worker whose
- * postmaster died leaves at once: what it claimed is re-sent after the
- * lease.
+ * Send "n" requests, each through its endpoint, push_concurrency at a
+ * time over all endpoints, and return when every one has an answer or has
+ * failed.  The endpoints' transfers advance together: one select() waits
+ * on the sockets of all of them.  A worker whose postmaster died leaves at
+ * once: what it claimed is re-sent after the lease.
  */
 void
-push_http_run(PushEndpoint *endpoint, PushRequest **requests, int n)
+push_http_run(PushEndpoint **endpoints, int nendpoints, PushRequest **requests, int n)
 {
 	int			next = 0;
 	int			in_flight = 0;
@@ -152,39 +156,68 @@ push_http_run(PushEndpoint *endpoint, PushRequest **requests, int n)
 
 	while (done < n)
 	{
-		int			running;
-		int			left;
-		CURLMsg    *msg;
+		fd_set		readfds;
+		fd_set		writefds;
+		fd_set		errfds;
+		int			maxfd = -1;
+		long		timeout_ms = 100;
+		struct timeval tv;
 
 		while (in_flight < push_concurrency && next < n)
 		{
 			PushRequest *request = requests[next++];
 
 			request->easy = request_easy(request);
-			curl_multi_add_handle(endpoint->multi, request->easy);
+			curl_multi_add_handle(request->endpoint->multi, request->easy);
 			in_flight++;
 		}
 
-		curl_multi_perform(endpoint->multi, &running);
-		while ((msg = curl_multi_info_read(endpoint->multi, &left)) != NULL)
+		FD_ZERO(&readfds);
+		FD_ZERO(&writefds);
+		FD_ZERO(&errfds);
+		for (int e = 0; e < nendpoints; e++)
 		{
-			PushRequest *request;
+			CURLM	   *multi = endpoints[e]->multi;
+			int			running;
+			int			left;
+			int			fd = -1;
+			long		t = -1;
+			CURLMsg    *msg;
 
-			if (msg->msg != CURLMSG_DONE)
+			curl_multi_perform(multi, &running);
+			while ((msg = curl_multi_info_read(multi, &left)) != NULL)
+			{
+				PushRequest *request;
+
+				if (msg->msg != CURLMSG_DONE)
+					continue;
+				curl_easy_getinfo(msg->easy_handle, CURLINFO_PRIVATE, (char **) &request);
+				request_done(request, msg->easy_handle, msg->data.result);
+				curl_multi_remove_handle(multi, msg->easy_handle);
+				curl_easy_cleanup(msg->easy_handle);
+				request->easy = NULL;
+				in_flight--;
+				done++;
+			}
+			if (running == 0)
 				continue;
-			curl_easy_getinfo(msg->easy_handle, CURLINFO_PRIVATE, (char **) &request);
-			request_done(request, msg->easy_handle, msg->data.result);
-			curl_multi_remove_handle(endpoint->multi, msg->easy_handle);
-			curl_easy_cleanup(msg->easy_handle);
-			request->easy = NULL;
-			in_flight--;
-			done++;
+			curl_multi_fdset(multi, &readfds, &writefds, &errfds, &fd);
+			maxfd = Max(maxfd, fd);
+			curl_multi_timeout(multi, &t);
+			if (t >= 0)
+				timeout_ms = Min(timeout_ms, t);
 		}
 
 		if (!PostmasterIsAlive())
 			proc_exit(1);
-		if (done < n && (next >= n || in_flight >= push_concurrency))
-			curl_multi_poll(endpoint->multi, NULL, 0, 100, NULL);
+		if (done >= n || (next < n && in_flight < push_concurrency))
+			continue;
+		tv.tv_sec = timeout_ms / 1000;
+		tv.tv_usec = (timeout_ms % 1000) * 1000;
+		if (maxfd >= 0 && maxfd < FD_SETSIZE)
+			(void) select(maxfd + 1, &readfds, &writefds, &errfds, &tv);
+		else if (timeout_ms > 0)
+			pg_usleep(Min(timeout_ms, 10) * 1000L);
 	}
 }
 

@@ -315,7 +315,7 @@ claim(int *n, MemoryContext cxt)
 
 /*
  * Send every message whose request is ready (renew: after the service
- * refused our credential once), grouped by endpoint, and classify the
+ * refused our credential once), all endpoints at once, and classify the
  * answers.
  */
 static void
@@ -323,22 +323,20 @@ send_round(PushMessage *messages, int n, bool *ready, bool renew)
 {
 	PushEndpoint *endpoints[3] = {fcm_endpoint, apns_endpoint, apns_sandbox_endpoint};
 	PushRequest **requests = palloc(Max(n, 1) * sizeof(PushRequest *));
+	int			nrequests = 0;
 
-	for (int e = 0; e < 3; e++)
+	for (int i = 0; i < n; i++)
 	{
-		int			nrequests = 0;
+		PushMessage *m = &messages[i];
 
-		for (int i = 0; i < n; i++)
-		{
-			PushMessage *m = &messages[i];
-			int			endpoint = !m->apns ? 0 : (m->creds && m->creds->apns_sandbox) ? 2 : 1;
-
-			if (ready[i] && endpoint == e)
-				requests[nrequests++] = &m->req;
-		}
-		if (nrequests > 0)
-			push_http_run(endpoints[e], requests, nrequests);
+		if (!ready[i])
+			continue;
+		m->req.endpoint = !m->apns ? fcm_endpoint
+			: (m->creds && m->creds->apns_sandbox) ? apns_sandbox_endpoint : apns_endpoint;
+		requests[nrequests++] = &m->req;
 	}
+	if (nrequests > 0)
+		push_http_run(endpoints, 3, requests, nrequests);
 	for (int i = 0; i < n; i++)
 	{
 		PushMessage *m = &messages[i];
