@@ -452,6 +452,9 @@ push_pass(MemoryContext cxt)
 {
 	PushMessage *messages = NULL;
 	int			n = 0;
+	TimestampTz t0 = GetCurrentTimestamp();
+	TimestampTz t1;
+	TimestampTz t2;
 
 	begin_work("membership: claiming push notifications");
 	if (extension_ready())
@@ -464,11 +467,15 @@ push_pass(MemoryContext cxt)
 	if (n == 0)
 		return 0;
 
+	t1 = GetCurrentTimestamp();
 	deliver(messages, n);
+	t2 = GetCurrentTimestamp();
 
 	begin_work("membership: recording push results");
 	record(messages, n);
 	end_work();
+	elog(DEBUG1, "push pass: %d messages, claim %ld ms, send %ld ms, record %ld ms", n,
+		 (long) ((t1 - t0) / 1000), (long) ((t2 - t1) / 1000), (long) ((GetCurrentTimestamp() - t2) / 1000));
 
 	for (int i = 0; i < n; i++)
 		if (messages[i].req.headers != NULL)

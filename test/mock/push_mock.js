@@ -322,6 +322,10 @@ const control = http.createServer((req, res) => {
 		res.writeHead(200, { 'content-type': 'application/json' });
 		res.end(JSON.stringify(obj));
 	};
+	if (req.method === "GET" && req.url === "/totals")
+		return reply({ oauth_exchanges: state.oauth_exchanges, fcm_requests: state.fcm_requests,
+			apns_requests: state.apns_requests, delivered: state.delivered, rejected: state.rejected,
+			streams_max: state.streams_max, sessions: state.sessions });
 	if (req.method === 'GET' && req.url === '/counts') {
 		const jwts = Object.keys(state.apns_jwts).length;
 		return reply(Object.assign({}, state, { apns_jwts: undefined, apns_distinct_jwts: jwts }));
