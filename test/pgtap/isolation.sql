@@ -71,6 +71,11 @@ INSERT INTO membership.notifications (organisation_id, member_id, channel, prior
                                       sender, status, due_at)
 SELECT organisation_id, id, 'push', 1, 'security', 'Hello', 'World', 'organisation', 'queued', now()
 FROM membership.members WHERE email IN ('a1@iso.example', 'b1@iso.example');
+-- push worker (issue #5): each organisation's notification delivered to its device
+INSERT INTO membership.push_deliveries (organisation_id, notification_id, device_id, status)
+SELECT n.organisation_id, n.id, d.id, 'sent'
+FROM membership.notifications n JOIN membership.devices d ON d.member_id = n.member_id
+WHERE n.organisation_id IN (:'org_a', :'org_b');
 
 -- A snapshot of B's data, to compare with after A's callers have acted.
 CREATE FUNCTION pg_temp.b_now() RETURNS TABLE (t text, data jsonb) LANGUAGE sql AS $$
