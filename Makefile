@@ -27,7 +27,7 @@ SHLIB_LINK = -lcrypto -lcurl
 PG_CFLAGS = -Wall -Wextra -Werror -Wno-unused-parameter
 
 # pg_regress suites, one per capability, in dependency order.
-REGRESS = install email organisations api_keys identity members sync dependents consents \
+REGRESS = install email organisations api_keys identity members sync dependents consents push \
 	verify jobs benefits scoring benefits_articles benefits_reports
 REGRESS_OPTS = --dbname=membership_regress
 
