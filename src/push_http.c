@@ -154,6 +154,10 @@ push_http_run(PushEndpoint **endpoints, int nendpoints, PushRequest **requests, 
 	int			in_flight = 0;
 	int			done = 0;
 
+	/* membership.push_concurrency may have changed since the last batch */
+	for (int e = 0; e < nendpoints; e++)
+		curl_multi_setopt(endpoints[e]->multi, CURLMOPT_MAX_CONCURRENT_STREAMS, (long) push_concurrency);
+
 	while (done < n)
 	{
 		fd_set		readfds;
