@@ -282,9 +282,7 @@ claim(int *n, MemoryContext cxt)
 	PushMessage *messages;
 
 	if (claim_plan == NULL)
-		claim_plan = prepare_kept("SELECT c.*, n.attempts FROM membership.push_claim($1, $2, $3) AS c"
-								  " JOIN membership.notifications n ON n.id = c.notification_id",
-								  3, types);
+		claim_plan = prepare_kept("SELECT * FROM membership.push_claim($1, $2, $3)", 3, types);
 	values[0] = Int32GetDatum(push_batch_size);
 	values[1] = Int32GetDatum(push_lease);
 	values[2] = Int32GetDatum(push_max_attempts);

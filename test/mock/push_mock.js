@@ -289,10 +289,16 @@ const server = http2.createSecureServer({
 	key: read('server.key'),
 	cert: read('server.crt'),
 	settings: { maxConcurrentStreams: 1000 },
+	maxSessionMemory: 256,
+	maxSessionInvalidFrames: 1000000,
+	maxSessionRejectedStreams: 1000000,
 });
 let open = 0;
 server.on('session', (session) => {
 	state.sessions++;
+	session.on('error', (e) => console.error('session error:', e.code || e.message));
+	session.on('goaway', (code) => console.error('client goaway:', code));
+	session.on('frameError', (type, code, id) => console.error('frame error:', type, code, id));
 	session.on('stream', () => {
 		open++;
 		if (open > state.streams_max) state.streams_max = open;

@@ -82,10 +82,12 @@ $$;
 -- out on the last attempt ('failed').  Rows dropped or failed before any
 -- sending give their budget slot back.  The rest become 'sending' until
 -- now() + lease, with one more attempt, and come back as one row per
--- device still to reach.
+-- device still to reach.  Devices are found by member alone: a member id is
+-- unique, and the foreign keys of both tables tie it to its organisation.
 CREATE FUNCTION membership.push_claim(batch integer, lease_seconds integer, max_attempts integer)
     RETURNS TABLE (notification_id bigint, organisation_id uuid, device_id bigint, platform text,
-                   token text, payload text, priority smallint, expiration bigint, collapse_id text)
+                   token text, payload text, priority smallint, expiration bigint, collapse_id text,
+                   attempts integer)
     LANGUAGE plpgsql
     SET search_path = pg_catalog, membership, pg_temp
     AS $$
@@ -132,7 +134,7 @@ BEGIN
           FROM pg_catalog.unnest(v_ids) AS x(id)) AS s
     WHERE n.id = s.id AND n.status IN ('queued', 'deferred', 'sending')
       AND NOT EXISTS (SELECT FROM membership.devices d
-                      WHERE d.member_id = n.member_id AND d.organisation_id = n.organisation_id AND d.active
+                      WHERE d.member_id = n.member_id AND d.active
                         AND NOT EXISTS (SELECT FROM membership.push_deliveries pd
                                         WHERE pd.notification_id = n.id AND pd.device_id = d.id
                                           AND pd.status = 'sent'));
@@ -149,9 +151,10 @@ BEGIN
                            ELSE membership.push_apns_payload(c::membership.notifications)::text END,
            c.priority,
            coalesce(EXTRACT(epoch FROM c.not_after)::bigint, 0),
-           'membership-' || c.id
+           'membership-' || c.id,
+           c.attempts
     FROM claimed c
-    JOIN membership.devices d ON d.member_id = c.member_id AND d.organisation_id = c.organisation_id AND d.active
+    JOIN membership.devices d ON d.member_id = c.member_id AND d.active
     WHERE NOT EXISTS (SELECT FROM membership.push_deliveries pd
                       WHERE pd.notification_id = c.id AND pd.device_id = d.id AND pd.status = 'sent')
     ORDER BY c.organisation_id, d.platform;
