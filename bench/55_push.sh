@@ -46,6 +46,8 @@ FROM generate_series(0, $count - 1) AS i
 JOIN (SELECT m.organisation_id, m.id, row_number() OVER (ORDER BY m.id) - 1 AS k
       FROM membership.members m JOIN membership.organisations o ON o.id = m.organisation_id
       WHERE o.slug = '$push_bench_org') m ON m.k = i % $push_bench_members;
+-- the statistics autovacuum would have gathered by now on a live system
+ANALYZE membership.devices, membership.notifications, membership.push_deliveries;
 UPDATE membership.notifications SET status = 'queued', due_at = now() WHERE idempotency_key LIKE 'bench-$round-%';
 SQL
 	while [ "$(psql -X -At -c "SELECT count(*) FROM membership.notifications

@@ -75,14 +75,16 @@ static PushEndpoint *apns_sandbox_endpoint = NULL;
 void
 PushWorkerInit(void)
 {
-	DefineCustomIntVariable("membership.push_workers",
-							"Number of push workers delivering notifications to FCM and APNs.",
-							"0 disables push delivery.",
-							&push_workers,
-							1, 0, PUSH_MAX_WORKERS,
-							PGC_POSTMASTER,
-							0,
-							NULL, NULL, NULL);
+	/* a postmaster setting can only be defined while preloading */
+	if (process_shared_preload_libraries_in_progress)
+		DefineCustomIntVariable("membership.push_workers",
+								"Number of push workers delivering notifications to FCM and APNs.",
+								"0 disables push delivery.",
+								&push_workers,
+								1, 0, PUSH_MAX_WORKERS,
+								PGC_POSTMASTER,
+								0,
+								NULL, NULL, NULL);
 	DefineCustomStringVariable("membership.push_fcm_url",
 							   "Base URL of the FCM HTTP v1 API.",
 							   "Messages are posted to this URL followed by /v1/projects/<project>/messages:send.",
