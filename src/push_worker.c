@@ -56,10 +56,10 @@ char	   *push_fcm_url = NULL;
 char	   *push_apns_url = NULL;
 char	   *push_apns_sandbox_url = NULL;
 char	   *push_ca_file = NULL;
-int			push_concurrency = 100;
+int			push_concurrency = 200;
 int			push_timeout_ms = 10000;
 int			push_retry_base_ms = 1000;
-static int	push_batch_size = 500;
+static int	push_batch_size = 1000;
 static int	push_lease = 60;
 static int	push_max_attempts = 5;
 
@@ -113,13 +113,13 @@ PushWorkerInit(void)
 							"Requests a push worker keeps in flight at once, as HTTP/2 streams.",
 							NULL,
 							&push_concurrency,
-							100, 1, 1000,
+							200, 1, 1000,
 							PGC_SIGHUP, 0, NULL, NULL, NULL);
 	DefineCustomIntVariable("membership.push_batch_size",
 							"Notifications a push worker claims per pass.",
 							NULL,
 							&push_batch_size,
-							500, 1, 10000,
+							1000, 1, 10000,
 							PGC_SIGHUP, 0, NULL, NULL, NULL);
 	DefineCustomIntVariable("membership.push_timeout_ms",
 							"How long a push worker waits for a push service to answer one request.",
@@ -507,6 +507,7 @@ membership_push_worker_main(Datum main_arg)
 	for (;;)
 	{
 		MemoryContext old;
+		int			sent;
 		TimestampTz when;
 		TimestampTz now;
 		long		timeout;
@@ -519,8 +520,9 @@ membership_push_worker_main(Datum main_arg)
 		}
 
 		old = MemoryContextSwitchTo(pass_context);
-		(void) push_pass(pass_context);
-		when = next_wake();
+		sent = push_pass(pass_context);
+		/* after a full batch more is probably due: no need to ask */
+		when = sent >= push_batch_size ? 0 : next_wake();
 		MemoryContextSwitchTo(old);
 		MemoryContextReset(pass_context);
 
