@@ -3,14 +3,16 @@
 # headers APNs wants; 410 Unregistered and 400 BadDeviceToken deactivate
 # the device; 429 waits for Retry-After before the retry; 503 retries with
 # backoff; 403 ExpiredProviderToken renews the provider token once; a
-# topic APNs refuses fails the row.  One ES256 provider token serves every
-# request of an organisation.
+# request without an answer times out and is retried; 503 for ever fails
+# the row after the last attempt; a topic APNs refuses fails the row.  One
+# ES256 provider token serves every request of an organisation.
 . "$(dirname "$0")/tap.bash"
 . "$(dirname "$0")/push_lib.bash"
-plan 17
+plan 20
 
 q -d membership -c "ALTER SYSTEM SET membership.push_retry_base = '200ms'" \
-	-c "ALTER SYSTEM SET membership.push_max_attempts = 3" -c "SELECT pg_reload_conf()" >/dev/null
+	-c "ALTER SYSTEM SET membership.push_max_attempts = 3" \
+	-c "ALTER SYSTEM SET membership.push_timeout_ms = '1500ms'" -c "SELECT pg_reload_conf()" >/dev/null
 sleep 0.5
 jwts_before=$(mock_counts apns_distinct_jwts)
 
@@ -79,6 +81,22 @@ is "$(status "$n")" "sent 1" "after 403 ExpiredProviderToken the worker renews t
 is "$(( $(mock_counts apns_distinct_jwts) - jwts ))" 1 "with one new provider token"
 like "$(mock_counts rejected,apns_expired_token)" '^[1-9]' "the mock did refuse the old one"
 
+# no answer, then delivered; 503 for ever: failed after the last attempt
+m7=$(push_member "$org" m7)
+m8=$(push_member "$org" m8)
+push_device "$org" "$m7" apns stall1-i7 >/dev/null
+push_device "$org" "$m8" apns down-i8 >/dev/null
+n7=$(push_enqueue "$org" "$m7")
+n8=$(push_enqueue "$org" "$m8")
+wait_status 20 "$n7" sent
+is "$(q -d membership -c "SELECT status || ' ' || attempts FROM membership.notifications WHERE id = $n7")" "sent 2" \
+	"a request APNs does not answer times out and the retry delivers it"
+wait_status 20 "$n8" failed
+is "$(q -d membership -c "SELECT status || ' ' || attempts || ' ' || last_error FROM membership.notifications WHERE id = $n8")" \
+	"failed 3 gave up after 3 attempts: APNs: HTTP 503 ServiceUnavailable" \
+	"503 for ever: failed after push_max_attempts, with the last error"
+is "$(mock_counts tokens,down-i8,requests)" 3 "retries are bounded: three requests, no more"
+
 # a topic APNs refuses
 org2=$(push_org apns-b app.not.ours)
 m6=$(push_member "$org2" m6)
@@ -90,5 +108,5 @@ is "$(q -d membership -c "SELECT status || ' ' || attempts || ' ' || last_error 
 is "$(q -d membership -c "SELECT count(*) FROM membership.notifications WHERE status = 'sending'")" 0 "no row is left sending"
 
 q -d membership -c "ALTER SYSTEM RESET membership.push_retry_base" -c "ALTER SYSTEM RESET membership.push_max_attempts" \
-	-c "SELECT pg_reload_conf()" >/dev/null
+	-c "ALTER SYSTEM RESET membership.push_timeout_ms" -c "SELECT pg_reload_conf()" >/dev/null
 finish

@@ -60,6 +60,8 @@ for i in $(seq 1 100); do
 	sleep 0.2
 done
 is "$alive" 0 "the postmaster killed with SIGKILL, its children (the push worker among them) are gone"
+# the postmaster is gone for sure: its pid file is stale
+as_postgres rm -f "$MB_WORK/main/data/postmaster.pid"
 mb_cluster_start main
 is "$(q -d membership -c "SELECT count(*) FROM membership.notifications WHERE status = 'sending' AND id IN $(round_rows p)")" 40 \
 	"after the restart the forty rows are still claimed ('sending'): nothing was lost"
