@@ -46,3 +46,10 @@ sql: $(DATA_built)
 .PHONY: freeze
 freeze:
 	sha256sum $(foreach r,$(UPGRADE_FROM),$(sort $(wildcard src/sql/$(r)/*.sql))) > src/sql/RELEASED
+
+# The extension's own type names, for pgindent (with PostgreSQL's list:
+# pgindent --typedefs=typedefs.list src/*.c src/*.h).
+.PHONY: typedefs
+typedefs:
+	grep -hoE '^\} *[A-Z][A-Za-z0-9_]*;|^typedef [^;]*\b[A-Z][A-Za-z0-9_]*;' src/*.c src/*.h \
+		| grep -oE '[A-Z][A-Za-z0-9_]*;$$' | tr -d ';' | LC_ALL=C sort -u > typedefs.list
