@@ -31,8 +31,9 @@ round_rows() { echo "(SELECT n.id FROM membership.notifications n JOIN membershi
 # 1: the worker killed mid-batch
 enqueue_stalled k 60
 wait_for 10 "SELECT count(*) = 60 FROM membership.notifications WHERE status = 'sending' AND id IN $(round_rows k)"
-sleep 0.5
-is "$(( $(mock_counts fcm_requests) + $(mock_counts apns_requests) ))" 60 "sixty requests are in flight, unanswered"
+in_flight() { echo $(( $(mock_counts fcm_requests) + $(mock_counts apns_requests) )); }
+for i in $(seq 1 50); do [ "$(in_flight)" -ge 60 ] && break; sleep 0.2; done
+is "$(in_flight)" 60 "sixty requests are in flight, unanswered"
 pid=$(worker_pid)
 kill -9 "$pid"
 wait_for 30 "SELECT count(*) = 1 FROM pg_stat_activity WHERE backend_type = 'membership push worker' AND pid <> $pid"
@@ -49,7 +50,7 @@ is "$(q -d membership -c "SELECT count(*) FROM membership.notifications WHERE st
 mock_control reset
 enqueue_stalled p 40
 wait_for 10 "SELECT count(*) = 40 FROM membership.notifications WHERE status = 'sending' AND id IN $(round_rows p)"
-sleep 0.5
+for i in $(seq 1 50); do [ "$(in_flight)" -ge 40 ] && break; sleep 0.2; done
 pids=$(q -d membership -c "SELECT pid FROM pg_stat_activity WHERE pid <> pg_backend_pid()")
 postmaster=$(mb_cluster_pid main)
 kill -9 "$postmaster"
