@@ -22,13 +22,13 @@ OBJS = $(patsubst %.c,%.o,$(sort $(wildcard src/*.c)))
 DATA_built = $(INSTALL_SCRIPTS) $(UPGRADE_SCRIPTS)
 
 PG_CPPFLAGS = -I$(srcdir)/src
-SHLIB_LINK = -lcrypto
+SHLIB_LINK = -lcrypto -lcurl
 # -Wunused-parameter is off: every V1 function takes fcinfo, used or not.
 PG_CFLAGS = -Wall -Wextra -Werror -Wno-unused-parameter
 
 # pg_regress suites, one per capability, in dependency order.
 REGRESS = install email organisations api_keys identity members sync dependents consents \
-	verify jobs benefits scoring benefits_articles benefits_reports notify notify_slots
+	verify jobs benefits scoring benefits_articles benefits_reports notify notify_slots push
 REGRESS_OPTS = --dbname=membership_regress
 
 PG_CONFIG ?= pg_config

@@ -80,6 +80,11 @@ FROM membership.members m,
 WHERE m.email IN ('a1@iso.example', 'b1@iso.example') \gset
 SELECT membership.enqueue_notification_audience(:'org_a', '{"all": true}', 'in_app', 2, 'news', 'Hi', 'All') IS NOT NULL AS sent_a,
        membership.enqueue_notification_audience(:'org_b', '{"all": true}', 'in_app', 2, 'news', 'Hi', 'All') IS NOT NULL AS sent_b \gset
+-- push worker (issue #5): each organisation's notification delivered to its device
+INSERT INTO membership.push_deliveries (organisation_id, notification_id, device_id, status)
+SELECT n.organisation_id, n.id, d.id, 'sent'
+FROM membership.notifications n JOIN membership.devices d ON d.member_id = n.member_id
+WHERE n.organisation_id IN (:'org_a', :'org_b') AND n.channel = 'push';
 
 -- A snapshot of B's data, to compare with after A's callers have acted.
 CREATE FUNCTION pg_temp.b_now() RETURNS TABLE (t text, data jsonb) LANGUAGE sql AS $$
