@@ -25,7 +25,9 @@ CREATE FUNCTION pg_temp.enqueue(member text, key text, due interval DEFAULT '-1 
     RETURNING id
 $$;
 CREATE FUNCTION pg_temp.n(key text) RETURNS text LANGUAGE sql AS $$
-    SELECT concat_ws(' ', status, reason, attempts, budgeted, lease_until IS NOT NULL, last_error)
+    -- the payload's size depends on the row's id, so on the suites run before
+    SELECT concat_ws(' ', status, reason, attempts, budgeted, lease_until IS NOT NULL,
+                     regexp_replace(last_error, '^payload too large: 4\d{3} bytes', 'payload too large: 4,1xx bytes'))
     FROM membership.notifications WHERE idempotency_key = key
 $$;
 
