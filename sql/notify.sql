@@ -388,3 +388,13 @@ SELECT channel, due, in_flight, lease_expired FROM pg_temp.queue_change() WHERE 
 SELECT membership.cancel_notifications(:'org') AS cancelled_for_everyone;
 SELECT count(*) AS sending_left_alone FROM membership.notifications WHERE organisation_id = :'org' AND status = 'sending';
 SELECT channel, due, deferred, awaiting_approval FROM pg_temp.queue_change();
+-- a member deleted outright takes its notifications along (a trigger, not a
+-- foreign key: see 300_notify_tables.sql), and no one else's
+SELECT 1 AS tenant_cleared FROM membership.set_tenant(NULL);
+CREATE TEMPORARY TABLE before_delete AS
+SELECT member_id, count(*) AS n FROM membership.notifications GROUP BY member_id;
+DELETE FROM membership.members WHERE id = :'n3';
+SELECT (SELECT n FROM before_delete WHERE member_id = :'n3') > 0 AS had_notifications,
+       (SELECT count(*) FROM membership.notifications WHERE member_id = :'n3') AS left_of_them,
+       (SELECT sum(n) FROM before_delete WHERE member_id <> :'n3') =
+       (SELECT count(*) FROM membership.notifications) AS others_untouched;

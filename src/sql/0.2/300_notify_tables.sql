@@ -68,6 +68,13 @@ SELECT membership.isolate_table('membership.push_credentials');
 -- slot_at from the moment it is queued or deferred to a slot, whatever
 -- becomes of it later, unless it is dropped, suppressed or cancelled before
 -- being sent.
+--
+-- The outbox has no foreign key to the members: every row is written by
+-- the enqueue functions, which take the member (and its organisation) from
+-- the members table after locking the row, and an audience send writes
+-- thousands of rows at once, where checking a key per row cost a third of
+-- the time.  A trigger on members deletes the notifications of deleted
+-- members instead.
 CREATE TABLE membership.notifications (
     id              bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
     organisation_id uuid NOT NULL,
@@ -95,9 +102,7 @@ CREATE TABLE membership.notifications (
     sent_at         timestamptz,
     UNIQUE (organisation_id, idempotency_key),
     CHECK (NOT budgeted OR slot_at IS NOT NULL),
-    CHECK (status <> 'sending' OR lease_until IS NOT NULL),
-    FOREIGN KEY (member_id, organisation_id)
-        REFERENCES membership.members (id, organisation_id) ON DELETE CASCADE
+    CHECK (status <> 'sending' OR lease_until IS NOT NULL)
 );
 CREATE INDEX notifications_organisation_idx ON membership.notifications (organisation_id, created_at);
 -- what the push worker claims: due rows, oldest first
@@ -109,3 +114,16 @@ CREATE INDEX notifications_budget_idx ON membership.notifications (member_id, ch
 COMMENT ON TABLE membership.notifications IS
     'tenant: the outbox: every notification enqueued, its status and why';
 SELECT membership.isolate_table('membership.notifications');
+
+CREATE FUNCTION membership.members_deleted_notifications() RETURNS trigger
+    LANGUAGE plpgsql
+    SET search_path = pg_catalog, membership, pg_temp
+    AS $$
+BEGIN
+    DELETE FROM membership.notifications n USING gone g WHERE n.member_id = g.id;
+    RETURN NULL;
+END
+$$;
+CREATE TRIGGER members_deleted_notifications AFTER DELETE ON membership.members
+    REFERENCING OLD TABLE AS gone
+    FOR EACH STATEMENT EXECUTE FUNCTION membership.members_deleted_notifications();
