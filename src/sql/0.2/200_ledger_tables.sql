@@ -147,12 +147,14 @@ COMMENT ON TABLE membership.loyalty_ledger IS
     'tenant: append-only point transactions, the source of truth of every balance';
 SELECT membership.isolate_table('membership.loyalty_ledger');
 
+-- Nobody may change or remove a ledger row, not even the owner: the
+-- error is insufficient_privilege, like any other refused write.
 CREATE FUNCTION membership.loyalty_ledger_is_append_only() RETURNS trigger
     LANGUAGE plpgsql
     SET search_path = pg_catalog, membership, pg_temp
     AS $$
 BEGIN
-    RAISE EXCEPTION USING ERRCODE = 'object_not_in_prerequisite_state',
+    RAISE EXCEPTION USING ERRCODE = 'insufficient_privilege',
         MESSAGE = format('the loyalty ledger is append-only: %s is not allowed', lower(TG_OP)),
         HINT = 'Correct a transaction with a new ADJUST or REVERSAL entry.';
 END
