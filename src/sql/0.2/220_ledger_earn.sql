@@ -95,8 +95,9 @@ CREATE FUNCTION membership.loyalty_upgrade_notice(organisation uuid, member uuid
     AS $$
     SELECT membership.loyalty_notice(organisation, member, 'tier_upgrade',
         format('Welcome to %s', initcap(tier)),
-        format('You have reached the %s tier, yours until %s.', initcap(tier), expires),
-        jsonb_build_object('subject', tier || ':' || expires, 'tier', tier, 'tier_expires_at', expires))
+        format('You have reached the %s tier, yours until %s.', initcap(tier), to_char(expires, 'YYYY-MM-DD')),
+        jsonb_build_object('subject', tier || ':' || to_char(expires, 'YYYY-MM-DD'), 'tier', tier,
+                           'tier_expires_at', expires))
 $$;
 
 -- The idempotency check of an earn that wrote nothing: the entry with the
@@ -277,7 +278,8 @@ CREATE TYPE membership.loyalty_batch_event AS (
     source_type  text,
     source_ref   text,
     category     text,
-    occurred_at  timestamptz
+    occurred_at  timestamptz,
+    problem      text
 );
 
 -- Earn points for a batch of order events, thousands per call, set-based:
@@ -299,7 +301,6 @@ CREATE FUNCTION membership.earn_points_batch(organisation uuid, events jsonb)
     AS $$
 DECLARE
     v_all membership.loyalty_batch_event[];
-    v_problems text[];
     v_pending membership.loyalty_batch_event[];
     v_members uuid[];
     v_done_idx integer[] := '{}';
@@ -308,8 +309,8 @@ DECLARE
     v_wave_points bigint[];
     v_cut_members uuid[];
     v_cut_idx integer[];
-    v_replay_idx integer[];
-    v_replay_points bigint[];
+    v_prior jsonb;
+    v_points bigint[];
     v_n integer;
 BEGIN
     PERFORM membership.enter_organisation(organisation);
@@ -325,17 +326,18 @@ BEGIN
     PERFORM membership.loyalty_ensure_program(organisation);
 
     -- Parse and check every event; find its member.
-    SELECT array_agg(ROW(e.idx, m.id, f.amount_cents, f.source_type, f.source_ref, f.category,
-                         f.occurred_at)::membership.loyalty_batch_event ORDER BY e.idx),
-           array_agg(CASE WHEN jsonb_typeof(e.x) <> 'object' THEN 'event must be a JSON object'
-                          WHEN f.amount_text !~ '^-?[0-9]{1,18}$' THEN 'amount_cents must be an integer'
-                          WHEN e.x ? 'member_id' = e.x ? 'external_id'
-                              THEN 'give the member_id or the external_id of the member'
-                          ELSE coalesce(membership.loyalty_event_problem(f.amount_cents, f.source_type, f.source_ref,
-                                                                         f.category, f.occurred_at),
-                                        CASE WHEN m.id IS NULL THEN 'member does not exist in this organisation' END)
-                     END ORDER BY e.idx)
-    INTO v_all, v_problems
+    SELECT array_agg(ROW(e.idx, coalesce(by_id.id, by_external_id.id), f.amount_cents, f.source_type,
+                         f.source_ref, f.category, f.occurred_at,
+                         CASE WHEN jsonb_typeof(e.x) <> 'object' THEN 'event must be a JSON object'
+                              WHEN f.amount_text !~ '^-?[0-9]{1,18}$' THEN 'amount_cents must be an integer'
+                              WHEN e.x ? 'member_id' = e.x ? 'external_id'
+                                  THEN 'give the member_id or the external_id of the member'
+                              ELSE coalesce(membership.loyalty_event_problem(f.amount_cents, f.source_type,
+                                                                             f.source_ref, f.category, f.occurred_at),
+                                            CASE WHEN coalesce(by_id.id, by_external_id.id) IS NULL
+                                                 THEN 'member does not exist in this organisation' END)
+                         END)::membership.loyalty_batch_event ORDER BY e.idx)
+    INTO v_all
     FROM jsonb_array_elements(events) WITH ORDINALITY AS e(x, idx)
     CROSS JOIN LATERAL (
         SELECT CASE WHEN jsonb_typeof(e.x) = 'object' THEN e.x ->> 'amount_cents' END AS amount_text,
@@ -350,23 +352,33 @@ BEGIN
                     THEN (e.x ->> 'member_id')::uuid END AS member_uuid,
                CASE WHEN jsonb_typeof(e.x) = 'object' THEN e.x ->> 'external_id' END AS external_id
     ) f
-    LEFT JOIN membership.members m
-           ON m.organisation_id = earn_points_batch.organisation
-          AND ((f.member_uuid IS NOT NULL AND m.id = f.member_uuid)
-               OR (f.member_uuid IS NULL AND f.external_id IS NOT NULL AND m.external_id = f.external_id));
+    LEFT JOIN membership.members by_id
+           ON by_id.id = f.member_uuid AND by_id.organisation_id = earn_points_batch.organisation
+    LEFT JOIN membership.members by_external_id
+           ON f.member_uuid IS NULL AND by_external_id.organisation_id = earn_points_batch.organisation
+          AND by_external_id.external_id = f.external_id;
+
+    -- What was earned before under the keys of this batch, looked up by
+    -- the unique index (a jsonb object: key -> the entry).
+    SELECT jsonb_object_agg(l.idempotency_key, jsonb_build_object('member_id', l.member_id, 'points', l.points,
+                                                                  'amount_cents', l.amount_cents,
+                                                                  'category', l.category))
+    INTO v_prior
+    FROM membership.loyalty_ledger l
+    WHERE l.organisation_id = organisation
+      AND l.idempotency_key = ANY (ARRAY(SELECT 'earn:' || e.source_type || ':' || e.source_ref
+                                         FROM unnest(v_all) e WHERE e.problem IS NULL));
+    v_prior := coalesce(v_prior, '{}');
 
     -- Events that are well formed and new: not earned before, and the
     -- first of their key in this batch.  The others are replays (checked
     -- at the end) or rejected.
     SELECT array_agg(ROW(e.idx, e.member_id, e.amount_cents, e.source_type, e.source_ref, e.category,
-                         e.occurred_at)::membership.loyalty_batch_event ORDER BY e.idx)
+                         e.occurred_at, NULL)::membership.loyalty_batch_event ORDER BY e.idx)
     INTO v_pending
     FROM (SELECT d.*, row_number() OVER (PARTITION BY d.source_type, d.source_ref ORDER BY d.idx) AS nth
-          FROM unnest(v_all) d WHERE v_problems[d.idx] IS NULL) e
-    WHERE e.nth = 1
-      AND NOT EXISTS (SELECT FROM membership.loyalty_ledger l
-                      WHERE l.organisation_id = earn_points_batch.organisation
-                        AND l.idempotency_key = 'earn:' || e.source_type || ':' || e.source_ref);
+          FROM unnest(v_all) d WHERE d.problem IS NULL) e
+    WHERE e.nth = 1 AND NOT v_prior ? ('earn:' || e.source_type || ':' || e.source_ref);
 
     -- Open the accounts and lock them, in one order so that concurrent
     -- batches cannot deadlock.
@@ -459,33 +471,43 @@ BEGIN
         JOIN unnest(v_cut_members, v_cut_idx) AS c(member_id, idx) ON c.member_id = e.member_id AND e.idx > c.idx;
     END LOOP;
 
+    -- The points of each event earned now, by its position.
+    v_points := array_fill(NULL::bigint, ARRAY[jsonb_array_length(events)]);
+    FOR k IN 1 .. coalesce(cardinality(v_done_idx), 0) LOOP
+        v_points[v_done_idx[k]] := v_done_points[k];
+    END LOOP;
+
     RETURN QUERY
-    WITH done AS (
-        SELECT d.idx, d.points FROM unnest(v_done_idx, v_done_points) AS d(idx, points)
+    WITH ev AS (
+        SELECT e.*, 'earn:' || e.source_type || ':' || e.source_ref AS key,
+               first_value(e) OVER (PARTITION BY e.problem IS NULL, e.source_type, e.source_ref ORDER BY e.idx)
+                   AS first
+        FROM unnest(v_all) e
+    ), judged AS (
+        SELECT ev.*, v_prior -> ev.key AS prior,
+               CASE WHEN ev.problem IS NOT NULL THEN ev.problem
+                    WHEN v_prior ? ev.key
+                         AND ((v_prior -> ev.key ->> 'member_id')::uuid <> ev.member_id
+                              OR (v_prior -> ev.key ->> 'amount_cents')::bigint <> ev.amount_cents
+                              OR v_prior -> ev.key ->> 'category' IS DISTINCT FROM ev.category)
+                         THEN format('%s "%s" was already earned with different parameters', ev.source_type, ev.source_ref)
+                    WHEN NOT v_prior ? ev.key AND (ev.first).idx <> ev.idx
+                         AND ((ev.first).member_id <> ev.member_id OR (ev.first).amount_cents <> ev.amount_cents
+                              OR (ev.first).category IS DISTINCT FROM ev.category)
+                         THEN format('%s "%s" was already earned with different parameters', ev.source_type, ev.source_ref)
+               END AS error
+        FROM ev
     )
-    SELECT e.idx, e.source_type, e.source_ref, e.member_id,
-           CASE WHEN v_problems[e.idx] IS NOT NULL THEN NULL
-                WHEN done.idx IS NOT NULL THEN done.points
-                WHEN l.id IS NOT NULL AND l.member_id = e.member_id AND l.amount_cents = e.amount_cents
-                     AND l.category IS NOT DISTINCT FROM e.category THEN l.points END,
-           CASE WHEN v_problems[e.idx] IS NOT NULL THEN 'rejected'
-                WHEN done.idx IS NOT NULL THEN 'earned'
-                WHEN l.id IS NOT NULL AND l.member_id = e.member_id AND l.amount_cents = e.amount_cents
-                     AND l.category IS NOT DISTINCT FROM e.category THEN 'replayed'
-                ELSE 'rejected' END,
-           CASE WHEN v_problems[e.idx] IS NOT NULL THEN v_problems[e.idx]
-                WHEN done.idx IS NOT NULL THEN NULL
-                WHEN l.id IS NOT NULL AND l.member_id = e.member_id AND l.amount_cents = e.amount_cents
-                     AND l.category IS NOT DISTINCT FROM e.category THEN NULL
-                ELSE format('%s "%s" was already earned with different parameters', e.source_type, e.source_ref)
-           END
-    FROM unnest(v_all) e
-    LEFT JOIN done ON done.idx = e.idx
-    LEFT JOIN membership.loyalty_ledger l
-           ON done.idx IS NULL AND v_problems[e.idx] IS NULL
-          AND l.organisation_id = earn_points_batch.organisation
-          AND l.idempotency_key = 'earn:' || e.source_type || ':' || e.source_ref
-    ORDER BY e.idx;
+    SELECT j.idx, j.source_type, j.source_ref, j.member_id,
+           CASE WHEN j.error IS NOT NULL THEN NULL
+                WHEN j.prior IS NOT NULL THEN (j.prior ->> 'points')::bigint
+                ELSE v_points[(j.first).idx] END,
+           CASE WHEN j.error IS NOT NULL THEN 'rejected'
+                WHEN j.prior IS NOT NULL OR (j.first).idx <> j.idx THEN 'replayed'
+                ELSE 'earned' END,
+           j.error
+    FROM judged j
+    ORDER BY j.idx;
 END
 $$;
 GRANT EXECUTE ON FUNCTION membership.earn_points_batch(uuid, jsonb) TO membership_platform_admin;

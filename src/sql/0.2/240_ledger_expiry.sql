@@ -116,9 +116,9 @@ CREATE FUNCTION membership.loyalty_expiry_reminders(organisation uuid, program m
           AND d.expires > as_of AND d.expires <= as_of + 30
     )
     SELECT count(*) FILTER (WHERE membership.loyalty_notice(organisation, e.member_id, 'points_expiring',
-        format('%s points expire on %s', e.points, e.expires),
-        format('Use your %s points before %s, or they expire.', e.points, e.expires),
-        jsonb_build_object('subject', program.expiry_model || ':' || e.expires, 'points', e.points,
+        format('%s points expire on %s', e.points, to_char(e.expires, 'YYYY-MM-DD')),
+        format('Use your %s points before %s, or they expire.', e.points, to_char(e.expires, 'YYYY-MM-DD')),
+        jsonb_build_object('subject', program.expiry_model || ':' || to_char(e.expires, 'YYYY-MM-DD'), 'points', e.points,
                            'expires_on', e.expires)))
     FROM expiring e
 $$;
@@ -193,9 +193,9 @@ BEGIN
             RETURNING a.member_id, a.tier, a.downgrade_to, a.downgrade_at
         )
         SELECT count(membership.loyalty_notice(v_org, c.member_id, 'tier_downgrade_notice',
-                   format('Your %s tier ends on %s', initcap(c.tier), c.downgrade_at),
+                   format('Your %s tier ends on %s', initcap(c.tier), to_char(c.downgrade_at, 'YYYY-MM-DD')),
                    format('Your points in %s were below the %s threshold: from %s your tier is %s.',
-                          v_year, initcap(c.tier), c.downgrade_at, initcap(c.downgrade_to)),
+                          v_year, initcap(c.tier), to_char(c.downgrade_at, 'YYYY-MM-DD'), initcap(c.downgrade_to)),
                    jsonb_build_object('subject', v_year::text, 'tier', c.tier, 'downgrade_to', c.downgrade_to,
                                       'downgrade_at', c.downgrade_at)))
         INTO v_n
@@ -243,8 +243,9 @@ BEGIN
         )
         SELECT count(membership.loyalty_notice(v_org, c.member_id, 'tier_downgrade',
                    format('Your tier is now %s', initcap(c.tier)),
-                   format('Your tier is %s until %s.', initcap(c.tier), c.tier_expires_at),
-                   jsonb_build_object('subject', c.tier || ':' || c.tier_expires_at, 'tier', c.tier)))
+                   format('Your tier is %s until %s.', initcap(c.tier), to_char(c.tier_expires_at, 'YYYY-MM-DD')),
+                   jsonb_build_object('subject', c.tier || ':' || to_char(c.tier_expires_at, 'YYYY-MM-DD'),
+                                      'tier', c.tier)))
         INTO v_n FROM changed c;
         v_total := v_total + v_n;
     END LOOP;
