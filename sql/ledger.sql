@@ -127,12 +127,12 @@ SELECT count(*) AS empty_batch FROM membership.earn_points_batch(:'org', '[]');
 
 -- Redemption: buckets consumed oldest expiry first, partially, with
 -- allocations.  m1's buckets expire 12 months after each earn.
-SELECT id, points, remaining, expires_at FROM membership.loyalty_buckets WHERE member_id = :'m1' ORDER BY id;
+SELECT ledger_id, points, remaining, expires_at FROM membership.loyalty_buckets WHERE member_id = :'m1' ORDER BY 1;
 SELECT membership.redeem_points(:'org', :'m1', 550, 'r-1', order_value_cents => 5000) AS redeemed;
 SELECT b.points, b.remaining, a.points AS allocated
 FROM membership.loyalty_buckets b
-LEFT JOIN membership.loyalty_allocations a ON a.bucket_id = b.id
-WHERE b.member_id = :'m1' ORDER BY b.id;
+LEFT JOIN membership.loyalty_allocations a ON a.bucket_id = b.ledger_id
+WHERE b.member_id = :'m1' ORDER BY b.ledger_id;
 -- A replay returns the first result and writes nothing; other parameters raise.
 SELECT membership.redeem_points(:'org', :'m1', 550, 'r-1', order_value_cents => 5000) AS replayed;
 SELECT fixture.try(format($$SELECT membership.redeem_points(%L, %L, 551, 'r-1', order_value_cents => 5000)$$, :'org', :'m1'));
@@ -167,7 +167,7 @@ SELECT membership.expire_points('2027-01-16') AS rerun, count(*) AS reminders
 FROM membership.loyalty_notices WHERE member_id = :'m1';
 SELECT membership.expire_points('2027-02-11') AS expired_feb;
 SELECT membership.expire_points('2027-02-11') AS rerun_feb;
-SELECT points, remaining, expired, expires_at FROM membership.loyalty_buckets WHERE member_id = :'m1' ORDER BY id;
+SELECT points, remaining, expired, expires_at FROM membership.loyalty_buckets WHERE member_id = :'m1' ORDER BY ledger_id;
 SELECT kind, points, balance_after, details FROM membership.loyalty_ledger
 WHERE member_id = :'m1' AND kind = 'EXPIRE' ORDER BY id;
 SELECT membership.loyalty_summary(:'org', :'m1', '2027-02-11') - 'tier_expires_at' AS summary;

@@ -164,26 +164,23 @@ CREATE TRIGGER loyalty_ledger_no_update BEFORE UPDATE OR DELETE ON membership.lo
 CREATE TRIGGER loyalty_ledger_no_truncate BEFORE TRUNCATE ON membership.loyalty_ledger
     FOR EACH STATEMENT EXECUTE FUNCTION membership.loyalty_ledger_is_append_only();
 
--- What is left of each earn.  points - remaining = what allocations took
--- + what expired.
+-- What is left of each earn, keyed by the earn's ledger entry.  points -
+-- remaining = what allocations took + what expired.
 CREATE TABLE membership.loyalty_buckets (
-    id              bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
+    ledger_id       bigint PRIMARY KEY REFERENCES membership.loyalty_ledger (id),
     organisation_id uuid NOT NULL,
     member_id       uuid NOT NULL,
-    ledger_id       bigint NOT NULL UNIQUE REFERENCES membership.loyalty_ledger (id),
     points          bigint NOT NULL CHECK (points > 0),
     remaining       bigint NOT NULL CHECK (remaining >= 0 AND remaining <= points),
     expired         bigint NOT NULL DEFAULT 0 CHECK (expired >= 0 AND expired <= points),
     earned_at       timestamptz NOT NULL,
     expires_at      date NOT NULL,
     expired_at      timestamptz,
-    CHECK (remaining + expired <= points),
-    FOREIGN KEY (member_id, organisation_id)
-        REFERENCES membership.loyalty_accounts (member_id, organisation_id)
+    CHECK (remaining + expired <= points)
 );
 CREATE INDEX loyalty_buckets_organisation_idx ON membership.loyalty_buckets (organisation_id, expires_at)
     WHERE remaining > 0;
-CREATE INDEX loyalty_buckets_member_idx ON membership.loyalty_buckets (member_id, expires_at, id)
+CREATE INDEX loyalty_buckets_member_idx ON membership.loyalty_buckets (member_id, expires_at, ledger_id)
     WHERE remaining > 0;
 COMMENT ON TABLE membership.loyalty_buckets IS
     'tenant: expiry buckets: what remains of each earn and when it expires';
@@ -192,7 +189,7 @@ SELECT membership.isolate_table('membership.loyalty_buckets');
 CREATE TABLE membership.loyalty_allocations (
     organisation_id uuid NOT NULL,
     ledger_id       bigint NOT NULL REFERENCES membership.loyalty_ledger (id),
-    bucket_id       bigint NOT NULL REFERENCES membership.loyalty_buckets (id),
+    bucket_id       bigint NOT NULL REFERENCES membership.loyalty_buckets (ledger_id),
     points          bigint NOT NULL CHECK (points > 0),
     PRIMARY KEY (ledger_id, bucket_id)
 );

@@ -13,29 +13,34 @@ CREATE FUNCTION membership.loyalty_earn_calc(organisation uuid, source_type text
                                              tier_multiplier numeric, points_per_unit numeric,
                                              unit_cents integer,
                                              OUT points bigint, OUT rules bigint[])
-    LANGUAGE sql STABLE
+    LANGUAGE plpgsql STABLE
     SET search_path = pg_catalog, membership, pg_temp
+    SET plan_cache_mode = force_generic_plan
     AS $$
-    SELECT (floor(floor(amount_cents * points_per_unit / unit_cents)
-                  * coalesce(max(r.multiplier), 1) * tier_multiplier)
-            + coalesce(sum(r.bonus_points), 0))::bigint,
-           coalesce(array_agg(r.id ORDER BY r.id) FILTER (WHERE r.id IS NOT NULL), '{}')
-    FROM (SELECT DISTINCT ON (r.kind) r.id, r.multiplier, r.bonus_points
-          FROM membership.loyalty_earn_rules r
-          WHERE r.organisation_id = loyalty_earn_calc.organisation AND r.active
-            AND (r.valid_from IS NULL OR r.valid_from <= loyalty_earn_calc.occurred_at)
-            AND (r.valid_until IS NULL OR r.valid_until > loyalty_earn_calc.occurred_at)
-            AND CASE r.kind
-                    WHEN 'category_multiplier' THEN r.category = loyalty_earn_calc.category
-                                                    AND loyalty_earn_calc.amount_cents > 0
-                    WHEN 'fixed_bonus' THEN loyalty_earn_calc.amount_cents > 0
-                                            AND (r.category IS NULL OR r.category = loyalty_earn_calc.category)
-                    WHEN 'order_threshold' THEN loyalty_earn_calc.amount_cents >= r.min_amount_cents
+#variable_conflict use_column
+BEGIN
+        SELECT (floor(floor(amount_cents * points_per_unit / unit_cents)
+                      * coalesce(max(r.multiplier), 1) * tier_multiplier)
+                + coalesce(sum(r.bonus_points), 0))::bigint,
+               coalesce(array_agg(r.id ORDER BY r.id) FILTER (WHERE r.id IS NOT NULL), '{}')
+    INTO points, rules
+        FROM (SELECT DISTINCT ON (r.kind) r.id, r.multiplier, r.bonus_points
+              FROM membership.loyalty_earn_rules r
+              WHERE r.organisation_id = loyalty_earn_calc.organisation AND r.active
+                AND (r.valid_from IS NULL OR r.valid_from <= loyalty_earn_calc.occurred_at)
+                AND (r.valid_until IS NULL OR r.valid_until > loyalty_earn_calc.occurred_at)
+                AND CASE r.kind
+                        WHEN 'category_multiplier' THEN r.category = loyalty_earn_calc.category
+                                                        AND loyalty_earn_calc.amount_cents > 0
+                        WHEN 'fixed_bonus' THEN loyalty_earn_calc.amount_cents > 0
                                                 AND (r.category IS NULL OR r.category = loyalty_earn_calc.category)
-                    WHEN 'first_purchase' THEN loyalty_earn_calc.amount_cents > 0 AND first_purchase
-                    ELSE r.kind = loyalty_earn_calc.source_type
-                END
-          ORDER BY r.kind, r.priority DESC, r.id) r
+                        WHEN 'order_threshold' THEN loyalty_earn_calc.amount_cents >= r.min_amount_cents
+                                                    AND (r.category IS NULL OR r.category = loyalty_earn_calc.category)
+                        WHEN 'first_purchase' THEN loyalty_earn_calc.amount_cents > 0 AND first_purchase
+                        ELSE r.kind = loyalty_earn_calc.source_type
+                    END
+              ORDER BY r.kind, r.priority DESC, r.id) r;
+END
 $$;
 
 -- Raise an error unless the event is well formed: what earn_points() and
@@ -44,23 +49,26 @@ $$;
 CREATE FUNCTION membership.loyalty_event_problem(amount_cents bigint, source_type text, source_ref text,
                                                  category text, occurred_at timestamptz)
     RETURNS text
-    LANGUAGE sql STABLE
+    LANGUAGE plpgsql STABLE
     SET search_path = pg_catalog, membership, pg_temp
     AS $$
-    SELECT CASE
-        WHEN amount_cents IS NULL OR source_type IS NULL OR source_ref IS NULL
-            THEN 'amount_cents, source_type and source_ref must not be null'
-        WHEN amount_cents < 0 THEN format('amount_cents must not be negative, not %s', amount_cents)
-        WHEN amount_cents > 100000000000 THEN format('amount_cents %s is too large', amount_cents)
-        WHEN amount_cents = 0 AND source_type NOT IN ('signup', 'review', 'referral')
-            THEN 'amount_cents must be positive for a purchase'
-        WHEN source_type !~ '^[a-z][a-z0-9_]{0,31}$' THEN format('invalid source_type "%s"', left(source_type, 100))
-        WHEN source_ref = '' OR length(source_ref) > 200 THEN 'source_ref must be 1 to 200 characters'
-        WHEN category = '' OR length(category) > 100 THEN 'category must be 1 to 100 characters'
-        WHEN NOT isfinite(occurred_at) OR occurred_at > now() + interval '5 minutes'
-            THEN 'occurred_at is in the future'
-        WHEN occurred_at < now() - interval '10 years' THEN 'occurred_at is more than 10 years ago'
-    END
+#variable_conflict use_column
+BEGIN
+    RETURN CASE
+            WHEN amount_cents IS NULL OR source_type IS NULL OR source_ref IS NULL
+                THEN 'amount_cents, source_type and source_ref must not be null'
+            WHEN amount_cents < 0 THEN format('amount_cents must not be negative, not %s', amount_cents)
+            WHEN amount_cents > 100000000000 THEN format('amount_cents %s is too large', amount_cents)
+            WHEN amount_cents = 0 AND source_type NOT IN ('signup', 'review', 'referral')
+                THEN 'amount_cents must be positive for a purchase'
+            WHEN source_type !~ '^[a-z][a-z0-9_]{0,31}$' THEN format('invalid source_type "%s"', left(source_type, 100))
+            WHEN source_ref = '' OR length(source_ref) > 200 THEN 'source_ref must be 1 to 200 characters'
+            WHEN category = '' OR length(category) > 100 THEN 'category must be 1 to 100 characters'
+            WHEN NOT isfinite(occurred_at) OR occurred_at > now() + interval '5 minutes'
+                THEN 'occurred_at is in the future'
+            WHEN occurred_at < now() - interval '10 years' THEN 'occurred_at is more than 10 years ago'
+        END;
+END
 $$;
 
 -- Make sure the member has an account (creating the program with its
@@ -90,14 +98,18 @@ $$;
 -- Record a tier upgrade's notice.
 CREATE FUNCTION membership.loyalty_upgrade_notice(organisation uuid, member uuid, tier text, expires date)
     RETURNS boolean
-    LANGUAGE sql
+    LANGUAGE plpgsql
     SET search_path = pg_catalog, membership, pg_temp
     AS $$
-    SELECT membership.loyalty_notice(organisation, member, 'tier_upgrade',
-        format('Welcome to %s', initcap(tier)),
-        format('You have reached the %s tier, yours until %s.', initcap(tier), to_char(expires, 'YYYY-MM-DD')),
-        jsonb_build_object('subject', tier || ':' || to_char(expires, 'YYYY-MM-DD'), 'tier', tier,
-                           'tier_expires_at', expires))
+#variable_conflict use_column
+BEGIN
+    RETURN (
+        SELECT membership.loyalty_notice(organisation, member, 'tier_upgrade',
+            format('Welcome to %s', initcap(tier)),
+            format('You have reached the %s tier, yours until %s.', initcap(tier), to_char(expires, 'YYYY-MM-DD')),
+            jsonb_build_object('subject', tier || ':' || to_char(expires, 'YYYY-MM-DD'), 'tier', tier,
+                               'tier_expires_at', expires)));
+END
 $$;
 
 -- The idempotency check of an earn that wrote nothing: the entry with the
@@ -137,29 +149,36 @@ $$;
 -- member gets a notice.  Returns how many were upgraded.  The accounts
 -- must be locked by the caller.
 CREATE FUNCTION membership.loyalty_apply_upgrades(organisation uuid, members uuid[]) RETURNS bigint
-    LANGUAGE sql
+    LANGUAGE plpgsql
     SET search_path = pg_catalog, membership, pg_temp
     AS $$
-    WITH best AS (
-        SELECT a.member_id, cur.threshold AS current_threshold, b.tier, b.threshold
-        FROM membership.loyalty_accounts a
-        JOIN membership.loyalty_tiers cur ON cur.organisation_id = a.organisation_id AND cur.tier = a.tier
-        CROSS JOIN LATERAL (SELECT t.tier, t.threshold FROM membership.loyalty_tiers t
-                            WHERE t.organisation_id = a.organisation_id AND t.threshold <= a.qualifying_points
-                            ORDER BY t.threshold DESC LIMIT 1) b
-        WHERE a.organisation_id = loyalty_apply_upgrades.organisation AND a.member_id = ANY (members)
-    ), up AS (
-        UPDATE membership.loyalty_accounts a
-        SET tier = best.tier, tier_expires_at = make_date(a.qualifying_year + 1, 12, 31),
-            downgrade_to = NULL, downgrade_at = NULL
-        FROM best
-        WHERE a.member_id = best.member_id AND a.organisation_id = loyalty_apply_upgrades.organisation
-          AND best.threshold > best.current_threshold
-        RETURNING a.member_id, a.tier, a.tier_expires_at
-    )
-    -- count() of a non-null result: every notice is recorded, new or not
-    SELECT count(membership.loyalty_upgrade_notice(organisation, up.member_id, up.tier, up.tier_expires_at))
-    FROM up
+#variable_conflict use_column
+DECLARE
+    v_result bigint;
+BEGIN
+        WITH best AS (
+            SELECT a.member_id, cur.threshold AS current_threshold, b.tier, b.threshold
+            FROM membership.loyalty_accounts a
+            JOIN membership.loyalty_tiers cur ON cur.organisation_id = a.organisation_id AND cur.tier = a.tier
+            CROSS JOIN LATERAL (SELECT t.tier, t.threshold FROM membership.loyalty_tiers t
+                                WHERE t.organisation_id = a.organisation_id AND t.threshold <= a.qualifying_points
+                                ORDER BY t.threshold DESC LIMIT 1) b
+            WHERE a.organisation_id = loyalty_apply_upgrades.organisation AND a.member_id = ANY (members)
+        ), up AS (
+            UPDATE membership.loyalty_accounts a
+            SET tier = best.tier, tier_expires_at = make_date(a.qualifying_year + 1, 12, 31),
+                downgrade_to = NULL, downgrade_at = NULL
+            FROM best
+            WHERE a.member_id = best.member_id AND a.organisation_id = loyalty_apply_upgrades.organisation
+              AND best.threshold > best.current_threshold
+            RETURNING a.member_id, a.tier, a.tier_expires_at
+        )
+        -- count() of a non-null result: every notice is recorded, new or not
+        SELECT count(membership.loyalty_upgrade_notice(organisation, up.member_id, up.tier, up.tier_expires_at))
+        INTO v_result
+        FROM up;
+    RETURN v_result;
+END
 $$;
 
 -- Earn points for an event (a purchase: amount_cents > 0; or an action:
@@ -179,6 +198,7 @@ CREATE FUNCTION membership.earn_points(organisation uuid, member uuid, amount_ce
     RETURNS bigint
     LANGUAGE plpgsql SECURITY DEFINER
     SET search_path = pg_catalog, membership, pg_temp
+    SET plan_cache_mode = force_generic_plan
     AS $$
 DECLARE
     v_at timestamptz := coalesce(occurred_at, now());

@@ -7,12 +7,19 @@
 -- none).  The tenant must be set.
 CREATE FUNCTION membership.loyalty_lock_account(organisation uuid, member uuid)
     RETURNS membership.loyalty_accounts
-    LANGUAGE sql
+    LANGUAGE plpgsql
     SET search_path = pg_catalog, membership, pg_temp
     AS $$
-    SELECT a.* FROM membership.loyalty_accounts a
-    WHERE a.member_id = member AND a.organisation_id = organisation
-    FOR UPDATE
+#variable_conflict use_column
+DECLARE
+    v_result membership.loyalty_accounts;
+BEGIN
+        SELECT a.* INTO v_result
+        FROM membership.loyalty_accounts a
+        WHERE a.member_id = member AND a.organisation_id = organisation
+        FOR UPDATE;
+    RETURN v_result;
+END
 $$;
 
 -- Take "points" from the member's open buckets for ledger entry
@@ -22,27 +29,35 @@ $$;
 CREATE FUNCTION membership.loyalty_consume(organisation uuid, member uuid, entry bigint, points bigint,
                                            first bigint DEFAULT NULL)
     RETURNS bigint
-    LANGUAGE sql
+    LANGUAGE plpgsql
     SET search_path = pg_catalog, membership, pg_temp
     AS $$
-    WITH open AS (
-        SELECT b.id, b.remaining,
-               sum(b.remaining) OVER (ORDER BY b.id = first DESC NULLS LAST, b.expires_at, b.id) - b.remaining
-                   AS before
-        FROM membership.loyalty_buckets b
-        WHERE b.member_id = member AND b.organisation_id = organisation AND b.remaining > 0
-    ), take AS (
-        SELECT o.id, least(o.remaining, points - o.before) AS points
-        FROM open o WHERE o.before < points
-    ), used AS (
-        UPDATE membership.loyalty_buckets b SET remaining = b.remaining - t.points
-        FROM take t WHERE b.id = t.id
-        RETURNING t.points
-    ), allocated AS (
-        INSERT INTO membership.loyalty_allocations (organisation_id, ledger_id, bucket_id, points)
-        SELECT organisation, entry, t.id, t.points FROM take t
-    )
-    SELECT coalesce(sum(u.points), 0)::bigint FROM used u
+#variable_conflict use_column
+DECLARE
+    v_result bigint;
+BEGIN
+        WITH open AS (
+            SELECT b.ledger_id AS id, b.remaining,
+                   sum(b.remaining) OVER (ORDER BY b.ledger_id = first DESC NULLS LAST, b.expires_at, b.ledger_id)
+                       - b.remaining
+                       AS before
+            FROM membership.loyalty_buckets b
+            WHERE b.member_id = member AND b.organisation_id = organisation AND b.remaining > 0
+        ), take AS (
+            SELECT o.id, least(o.remaining, points - o.before) AS points
+            FROM open o WHERE o.before < points
+        ), used AS (
+            UPDATE membership.loyalty_buckets b SET remaining = b.remaining - t.points
+            FROM take t WHERE b.ledger_id = t.id
+            RETURNING t.points
+        ), allocated AS (
+            INSERT INTO membership.loyalty_allocations (organisation_id, ledger_id, bucket_id, points)
+            SELECT organisation, entry, t.id, t.points FROM take t
+        )
+        SELECT coalesce(sum(u.points), 0)::bigint INTO v_result
+        FROM used u;
+    RETURN v_result;
+END
 $$;
 
 -- A refund: claw back what the earn (source_type, source_ref) gave, from
@@ -89,7 +104,7 @@ BEGIN
                 v_earn.occurred_at)
         RETURNING * INTO v_entry;
         PERFORM membership.loyalty_consume(organisation, v_earn.member_id, v_entry.id, v_back,
-                                           (SELECT b.id FROM membership.loyalty_buckets b WHERE b.ledger_id = v_earn.id));
+                                           v_earn.id);
         UPDATE membership.loyalty_accounts a SET
             balance = a.balance - v_back,
             lifetime_points = greatest(a.lifetime_points - v_earn.points, 0),
@@ -110,20 +125,24 @@ COMMENT ON FUNCTION membership.reverse_earn(uuid, text, text) IS
 -- What a redemption entry says, for callers.
 CREATE FUNCTION membership.loyalty_redemption_result(entry membership.loyalty_ledger, replayed boolean)
     RETURNS jsonb
-    LANGUAGE sql STABLE
+    LANGUAGE plpgsql STABLE
     SET search_path = pg_catalog, membership, pg_temp
     AS $$
-    SELECT jsonb_strip_nulls(jsonb_build_object(
-        'request_id', entry.details ->> 'request_id',
-        'points', -entry.points,
-        'balance', entry.balance_after,
-        'discount_cents', (entry.details ->> 'discount_cents')::bigint,
-        'option_id', entry.details ->> 'option_id',
-        'reward_code', r.code,
-        'value_cents', r.value_cents,
-        'replayed', replayed))
-    FROM (SELECT) dummy
-    LEFT JOIN membership.loyalty_rewards r ON r.ledger_id = entry.id
+#variable_conflict use_column
+BEGIN
+    RETURN (
+        SELECT jsonb_strip_nulls(jsonb_build_object(
+            'request_id', entry.details ->> 'request_id',
+            'points', -entry.points,
+            'balance', entry.balance_after,
+            'discount_cents', (entry.details ->> 'discount_cents')::bigint,
+            'option_id', entry.details ->> 'option_id',
+            'reward_code', r.code,
+            'value_cents', r.value_cents,
+            'replayed', replayed))
+        FROM (SELECT) dummy
+        LEFT JOIN membership.loyalty_rewards r ON r.ledger_id = entry.id);
+END
 $$;
 
 -- Redeem points: for a discount on an order (no option: order_value_cents

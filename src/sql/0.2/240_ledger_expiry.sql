@@ -54,14 +54,14 @@ BEGIN
             ORDER BY a.member_id FOR UPDATE;
 
             WITH due AS (
-                SELECT b.id, b.member_id, b.remaining
+                SELECT b.ledger_id AS id, b.member_id, b.remaining
                 FROM membership.loyalty_buckets b
                 WHERE b.organisation_id = v_org AND b.member_id = ANY (v_members) AND b.remaining > 0
                   AND (v_program.expiry_model = 'inactivity' OR b.expires_at <= as_of)
             ), expired AS (
                 UPDATE membership.loyalty_buckets b
                 SET remaining = 0, expired = b.expired + d.remaining, expired_at = now()
-                FROM due d WHERE b.id = d.id
+                FROM due d WHERE b.ledger_id = d.id
             ), per_account AS (
                 SELECT d.member_id, sum(d.remaining) AS points, count(*) AS buckets
                 FROM due d GROUP BY d.member_id
@@ -98,29 +98,33 @@ COMMENT ON FUNCTION membership.expire_points(date, integer) IS
 CREATE FUNCTION membership.loyalty_expiry_reminders(organisation uuid, program membership.loyalty_programs,
                                                     as_of date)
     RETURNS bigint
-    LANGUAGE sql
+    LANGUAGE plpgsql
     SET search_path = pg_catalog, membership, pg_temp
     AS $$
-    WITH expiring AS (
-        SELECT b.member_id, b.expires_at AS expires, sum(b.remaining) AS points
-        FROM membership.loyalty_buckets b
-        WHERE program.expiry_model = 'rolling' AND b.organisation_id = organisation AND b.remaining > 0
-          AND b.expires_at > as_of AND b.expires_at <= as_of + 30
-        GROUP BY b.member_id, b.expires_at
-        UNION ALL
-        SELECT a.member_id, d.expires, a.balance
-        FROM membership.loyalty_accounts a
-        CROSS JOIN LATERAL (SELECT ((a.last_activity_at AT TIME ZONE 'UTC')::date
-                                    + make_interval(months => program.expiry_months))::date AS expires) d
-        WHERE program.expiry_model = 'inactivity' AND a.organisation_id = organisation AND a.balance > 0
-          AND d.expires > as_of AND d.expires <= as_of + 30
-    )
-    SELECT count(*) FILTER (WHERE membership.loyalty_notice(organisation, e.member_id, 'points_expiring',
-        format('%s points expire on %s', e.points, to_char(e.expires, 'YYYY-MM-DD')),
-        format('Use your %s points before %s, or they expire.', e.points, to_char(e.expires, 'YYYY-MM-DD')),
-        jsonb_build_object('subject', program.expiry_model || ':' || to_char(e.expires, 'YYYY-MM-DD'), 'points', e.points,
-                           'expires_on', e.expires)))
-    FROM expiring e
+#variable_conflict use_column
+BEGIN
+    RETURN (
+        WITH expiring AS (
+            SELECT b.member_id, b.expires_at AS expires, sum(b.remaining) AS points
+            FROM membership.loyalty_buckets b
+            WHERE program.expiry_model = 'rolling' AND b.organisation_id = organisation AND b.remaining > 0
+              AND b.expires_at > as_of AND b.expires_at <= as_of + 30
+            GROUP BY b.member_id, b.expires_at
+            UNION ALL
+            SELECT a.member_id, d.expires, a.balance
+            FROM membership.loyalty_accounts a
+            CROSS JOIN LATERAL (SELECT ((a.last_activity_at AT TIME ZONE 'UTC')::date
+                                        + make_interval(months => program.expiry_months))::date AS expires) d
+            WHERE program.expiry_model = 'inactivity' AND a.organisation_id = organisation AND a.balance > 0
+              AND d.expires > as_of AND d.expires <= as_of + 30
+        )
+        SELECT count(*) FILTER (WHERE membership.loyalty_notice(organisation, e.member_id, 'points_expiring',
+            format('%s points expire on %s', e.points, to_char(e.expires, 'YYYY-MM-DD')),
+            format('Use your %s points before %s, or they expire.', e.points, to_char(e.expires, 'YYYY-MM-DD')),
+            jsonb_build_object('subject', program.expiry_model || ':' || to_char(e.expires, 'YYYY-MM-DD'), 'points', e.points,
+                               'expires_on', e.expires)))
+        FROM expiring e);
+END
 $$;
 
 -- The qualifying points each member of the organisation earned in "year":
@@ -128,15 +132,19 @@ $$;
 -- them.  The tenant must be set.
 CREATE FUNCTION membership.loyalty_qualifying_points(organisation uuid, year integer)
     RETURNS TABLE (member_id uuid, points bigint)
-    LANGUAGE sql STABLE
+    LANGUAGE plpgsql STABLE
     SET search_path = pg_catalog, membership, pg_temp
     AS $$
-    SELECT l.member_id, sum(CASE WHEN l.kind = 'REVERSAL' THEN l.points - l.shortfall ELSE l.points END)::bigint
-    FROM membership.loyalty_ledger l
-    WHERE l.organisation_id = organisation AND l.kind IN ('EARN', 'BONUS', 'REVERSAL')
-      AND l.occurred_at >= make_timestamptz(year, 1, 1, 0, 0, 0, 'UTC')
-      AND l.occurred_at < make_timestamptz(year + 1, 1, 1, 0, 0, 0, 'UTC')
-    GROUP BY l.member_id
+#variable_conflict use_column
+BEGIN
+    RETURN QUERY
+        SELECT l.member_id, sum(CASE WHEN l.kind = 'REVERSAL' THEN l.points - l.shortfall ELSE l.points END)::bigint
+        FROM membership.loyalty_ledger l
+        WHERE l.organisation_id = organisation AND l.kind IN ('EARN', 'BONUS', 'REVERSAL')
+          AND l.occurred_at >= make_timestamptz(year, 1, 1, 0, 0, 0, 'UTC')
+          AND l.occurred_at < make_timestamptz(year + 1, 1, 1, 0, 0, 0, 'UTC')
+        GROUP BY l.member_id;
+END
 $$;
 
 -- Annual tier evaluation for the year ending on year_end, in every
@@ -302,11 +310,11 @@ BEGIN
 
         RETURN QUERY
         SELECT v_org, x.member_id, 'bucket_mismatch'::text,
-               format('bucket %s: %s points, %s remaining, %s expired, %s allocated', x.id, x.points, x.remaining,
+               format('bucket %s: %s points, %s remaining, %s expired, %s allocated', x.ledger_id, x.points, x.remaining,
                       x.expired, coalesce(al.points, 0))
         FROM membership.loyalty_buckets x
         LEFT JOIN (SELECT y.bucket_id, sum(y.points) AS points FROM membership.loyalty_allocations y
-                   WHERE y.organisation_id = v_org GROUP BY y.bucket_id) al ON al.bucket_id = x.id
+                   WHERE y.organisation_id = v_org GROUP BY y.bucket_id) al ON al.bucket_id = x.ledger_id
         WHERE x.organisation_id = v_org AND x.points <> x.remaining + x.expired + coalesce(al.points, 0);
 
         RETURN QUERY

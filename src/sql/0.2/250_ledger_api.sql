@@ -6,40 +6,44 @@
 -- the next 30, 60 and 90 days.  The tenant must be set.
 CREATE FUNCTION membership.loyalty_summary(organisation uuid, member uuid, as_of date DEFAULT current_date)
     RETURNS jsonb
-    LANGUAGE sql STABLE
+    LANGUAGE plpgsql STABLE
     SET search_path = pg_catalog, membership, pg_temp
     AS $$
-    SELECT jsonb_build_object(
-        'balance', coalesce(a.balance, 0),
-        'tier', coalesce(a.tier, (SELECT t.tier FROM membership.loyalty_tiers t
-                                  WHERE t.organisation_id = organisation ORDER BY t.threshold LIMIT 1), 'bronze'),
-        'tier_expires_at', a.tier_expires_at,
-        'lifetime_points', coalesce(a.lifetime_points, 0),
-        'qualifying_points', coalesce(a.qualifying_points, 0),
-        'downgrade_to', a.downgrade_to,
-        'downgrade_at', a.downgrade_at,
-        'expiry_model', coalesce(p.expiry_model, 'rolling'),
-        'expiring_30_days', coalesce(x.d30, 0),
-        'expiring_60_days', coalesce(x.d60, 0),
-        'expiring_90_days', coalesce(x.d90, 0),
-        'point_value_cents', coalesce(p.point_value_cents, 1))
-    FROM (SELECT) one
-    LEFT JOIN membership.loyalty_programs p ON p.organisation_id = organisation
-    LEFT JOIN membership.loyalty_accounts a ON a.member_id = member AND a.organisation_id = organisation
-    LEFT JOIN LATERAL (
-        SELECT sum(b.remaining) FILTER (WHERE b.expires_at <= as_of + 30) AS d30,
-               sum(b.remaining) FILTER (WHERE b.expires_at <= as_of + 60) AS d60,
-               sum(b.remaining) FILTER (WHERE b.expires_at <= as_of + 90) AS d90
-        FROM membership.loyalty_buckets b
-        WHERE p.expiry_model = 'rolling' AND b.member_id = member AND b.organisation_id = organisation
-          AND b.remaining > 0
-        UNION ALL
-        SELECT CASE WHEN d.expires <= as_of + 30 THEN a.balance END, CASE WHEN d.expires <= as_of + 60 THEN a.balance END,
-               CASE WHEN d.expires <= as_of + 90 THEN a.balance END
-        FROM (SELECT ((a.last_activity_at AT TIME ZONE 'UTC')::date
-                      + make_interval(months => p.expiry_months))::date AS expires) d
-        WHERE p.expiry_model = 'inactivity'
-    ) x ON true
+#variable_conflict use_column
+BEGIN
+    RETURN (
+        SELECT jsonb_build_object(
+            'balance', coalesce(a.balance, 0),
+            'tier', coalesce(a.tier, (SELECT t.tier FROM membership.loyalty_tiers t
+                                      WHERE t.organisation_id = organisation ORDER BY t.threshold LIMIT 1), 'bronze'),
+            'tier_expires_at', a.tier_expires_at,
+            'lifetime_points', coalesce(a.lifetime_points, 0),
+            'qualifying_points', coalesce(a.qualifying_points, 0),
+            'downgrade_to', a.downgrade_to,
+            'downgrade_at', a.downgrade_at,
+            'expiry_model', coalesce(p.expiry_model, 'rolling'),
+            'expiring_30_days', coalesce(x.d30, 0),
+            'expiring_60_days', coalesce(x.d60, 0),
+            'expiring_90_days', coalesce(x.d90, 0),
+            'point_value_cents', coalesce(p.point_value_cents, 1))
+        FROM (SELECT) one
+        LEFT JOIN membership.loyalty_programs p ON p.organisation_id = organisation
+        LEFT JOIN membership.loyalty_accounts a ON a.member_id = member AND a.organisation_id = organisation
+        LEFT JOIN LATERAL (
+            SELECT sum(b.remaining) FILTER (WHERE b.expires_at <= as_of + 30) AS d30,
+                   sum(b.remaining) FILTER (WHERE b.expires_at <= as_of + 60) AS d60,
+                   sum(b.remaining) FILTER (WHERE b.expires_at <= as_of + 90) AS d90
+            FROM membership.loyalty_buckets b
+            WHERE p.expiry_model = 'rolling' AND b.member_id = member AND b.organisation_id = organisation
+              AND b.remaining > 0
+            UNION ALL
+            SELECT CASE WHEN d.expires <= as_of + 30 THEN a.balance END, CASE WHEN d.expires <= as_of + 60 THEN a.balance END,
+                   CASE WHEN d.expires <= as_of + 90 THEN a.balance END
+            FROM (SELECT ((a.last_activity_at AT TIME ZONE 'UTC')::date
+                          + make_interval(months => p.expiry_months))::date AS expires) d
+            WHERE p.expiry_model = 'inactivity'
+        ) x ON true);
+END
 $$;
 
 CREATE FUNCTION membership_api.points() RETURNS jsonb
@@ -259,26 +263,30 @@ CREATE FUNCTION membership.loyalty_partner_month(organisation uuid, month date, 
     RETURNS TABLE (provider_id uuid, partner text, period date, earn_transactions bigint, earned_points bigint,
                    sales_cents bigint, redeem_transactions bigint, redeemed_points bigint,
                    redeemed_value_cents bigint, reversed_points bigint)
-    LANGUAGE sql STABLE
+    LANGUAGE plpgsql STABLE
     SET search_path = pg_catalog, membership, pg_temp
     AS $$
-    SELECT lp.provider_id, pr.slug, date_trunc('month', loyalty_partner_month.month)::date,
-           count(l.id) FILTER (WHERE l.kind IN ('EARN', 'BONUS')),
-           coalesce(sum(l.points) FILTER (WHERE l.kind IN ('EARN', 'BONUS')), 0)::bigint,
-           coalesce(sum(l.amount_cents) FILTER (WHERE l.kind IN ('EARN', 'BONUS')), 0)::bigint,
-           count(l.id) FILTER (WHERE l.kind = 'REDEEM'),
-           coalesce(-sum(l.points) FILTER (WHERE l.kind = 'REDEEM'), 0)::bigint,
-           coalesce(sum((l.details ->> 'discount_cents')::bigint) FILTER (WHERE l.kind = 'REDEEM'), 0)::bigint,
-           coalesce(-sum(l.points) FILTER (WHERE l.kind = 'REVERSAL'), 0)::bigint
-    FROM membership.loyalty_partners lp
-    JOIN membership.providers pr ON pr.id = lp.provider_id
-    LEFT JOIN membership.loyalty_ledger l
-           ON l.provider_id = lp.provider_id AND l.organisation_id = lp.organisation_id
-          AND l.recorded_at >= date_trunc('month', loyalty_partner_month.month)
-          AND l.recorded_at < date_trunc('month', loyalty_partner_month.month) + interval '1 month'
-    WHERE lp.organisation_id = organisation AND (only_partner IS NULL OR lp.provider_id = only_partner)
-    GROUP BY lp.provider_id, pr.slug
-    ORDER BY pr.slug
+#variable_conflict use_column
+BEGIN
+    RETURN QUERY
+        SELECT lp.provider_id, pr.slug, date_trunc('month', loyalty_partner_month.month)::date,
+               count(l.id) FILTER (WHERE l.kind IN ('EARN', 'BONUS')),
+               coalesce(sum(l.points) FILTER (WHERE l.kind IN ('EARN', 'BONUS')), 0)::bigint,
+               coalesce(sum(l.amount_cents) FILTER (WHERE l.kind IN ('EARN', 'BONUS')), 0)::bigint,
+               count(l.id) FILTER (WHERE l.kind = 'REDEEM'),
+               coalesce(-sum(l.points) FILTER (WHERE l.kind = 'REDEEM'), 0)::bigint,
+               coalesce(sum((l.details ->> 'discount_cents')::bigint) FILTER (WHERE l.kind = 'REDEEM'), 0)::bigint,
+               coalesce(-sum(l.points) FILTER (WHERE l.kind = 'REVERSAL'), 0)::bigint
+        FROM membership.loyalty_partners lp
+        JOIN membership.providers pr ON pr.id = lp.provider_id
+        LEFT JOIN membership.loyalty_ledger l
+               ON l.provider_id = lp.provider_id AND l.organisation_id = lp.organisation_id
+              AND l.recorded_at >= date_trunc('month', loyalty_partner_month.month)
+              AND l.recorded_at < date_trunc('month', loyalty_partner_month.month) + interval '1 month'
+        WHERE lp.organisation_id = organisation AND (only_partner IS NULL OR lp.provider_id = only_partner)
+        GROUP BY lp.provider_id, pr.slug
+        ORDER BY pr.slug;
+END
 $$;
 
 -- The platform's monthly reconciliation report of an organisation's
