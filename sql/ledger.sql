@@ -270,8 +270,18 @@ ROLLBACK;
 UPDATE membership.loyalty_accounts SET balance = balance + 1 WHERE member_id = :'m5';
 SELECT problem, detail FROM membership.reconcile_ledger() ORDER BY 1;
 SELECT fixture.try('SELECT membership.reconcile_ledger_job()');
+\set VERBOSITY sqlstate
+CALL membership.run_job('reconcile_ledger');
+\set VERBOSITY default
+SELECT status, rows, regexp_replace(error, '[0-9a-f]{8}-[0-9a-f-]{27}', '<uuid>', 'g') AS error
+FROM membership.job_runs WHERE job = 'reconcile_ledger' ORDER BY id DESC LIMIT 1;
 UPDATE membership.loyalty_accounts SET balance = balance - 1 WHERE member_id = :'m5';
 SELECT membership.reconcile_ledger_job() AS accounts_checked;
+CALL membership.run_job('reconcile_ledger');
+CALL membership.run_job('expire_points');
+CALL membership.run_job('apply_tier_downgrades');
+SELECT job, status, rows, error FROM membership.job_runs
+WHERE job IN ('reconcile_ledger', 'expire_points', 'apply_tier_downgrades') ORDER BY id DESC LIMIT 3;
 
 -- The jobs are registered.
 SELECT job, schedule, command FROM membership.job_definitions()
