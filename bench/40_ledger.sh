@@ -44,8 +44,8 @@ psql -X -q -c 'VACUUM ANALYZE membership.loyalty_accounts, membership.loyalty_le
 start=$(date +%s%3N)
 psql -X -q -v ON_ERROR_STOP=1 -f "$MB_BENCH/ledger_batches.sql" >/dev/null
 batch_s=$(mb_elapsed "$start")
-first_rate=$(echo "$events / $first_s" | bc)
-batch_rate=$(echo "$events / $batch_s" | bc)
+first_rate=$(awk -v n="$events" -v s="$first_s" 'BEGIN { printf "%d", n / s }')
+batch_rate=$(awk -v n="$events" -v s="$batch_s" 'BEGIN { printf "%d", n / s }')
 
 # single earns beside the reference, each measured twice, alternating
 printf '\\set i random(1, %s)\n\\set r random(1, 1000000000000)\nSELECT membership.earn_points(org, member, 1234, %s, :client_id || %s || :r) FROM bench.ledger_members WHERE i = :i;\n' \

@@ -19,27 +19,27 @@ CREATE FUNCTION membership.loyalty_earn_calc(organisation uuid, source_type text
     AS $$
 #variable_conflict use_column
 BEGIN
-        SELECT (floor(floor(amount_cents * points_per_unit / unit_cents)
-                      * coalesce(max(r.multiplier), 1) * tier_multiplier)
-                + coalesce(sum(r.bonus_points), 0))::bigint,
-               coalesce(array_agg(r.id ORDER BY r.id) FILTER (WHERE r.id IS NOT NULL), '{}')
+    SELECT (floor(floor(amount_cents * points_per_unit / unit_cents)
+                  * coalesce(max(r.multiplier), 1) * tier_multiplier)
+            + coalesce(sum(r.bonus_points), 0))::bigint,
+           coalesce(array_agg(r.id ORDER BY r.id) FILTER (WHERE r.id IS NOT NULL), '{}')
     INTO points, rules
-        FROM (SELECT DISTINCT ON (r.kind) r.id, r.multiplier, r.bonus_points
-              FROM membership.loyalty_earn_rules r
-              WHERE r.organisation_id = loyalty_earn_calc.organisation AND r.active
-                AND (r.valid_from IS NULL OR r.valid_from <= loyalty_earn_calc.occurred_at)
-                AND (r.valid_until IS NULL OR r.valid_until > loyalty_earn_calc.occurred_at)
-                AND CASE r.kind
-                        WHEN 'category_multiplier' THEN r.category = loyalty_earn_calc.category
-                                                        AND loyalty_earn_calc.amount_cents > 0
-                        WHEN 'fixed_bonus' THEN loyalty_earn_calc.amount_cents > 0
+    FROM (SELECT DISTINCT ON (r.kind) r.id, r.multiplier, r.bonus_points
+          FROM membership.loyalty_earn_rules r
+          WHERE r.organisation_id = loyalty_earn_calc.organisation AND r.active
+            AND (r.valid_from IS NULL OR r.valid_from <= loyalty_earn_calc.occurred_at)
+            AND (r.valid_until IS NULL OR r.valid_until > loyalty_earn_calc.occurred_at)
+            AND CASE r.kind
+                    WHEN 'category_multiplier' THEN r.category = loyalty_earn_calc.category
+                                                    AND loyalty_earn_calc.amount_cents > 0
+                    WHEN 'fixed_bonus' THEN loyalty_earn_calc.amount_cents > 0
+                                            AND (r.category IS NULL OR r.category = loyalty_earn_calc.category)
+                    WHEN 'order_threshold' THEN loyalty_earn_calc.amount_cents >= r.min_amount_cents
                                                 AND (r.category IS NULL OR r.category = loyalty_earn_calc.category)
-                        WHEN 'order_threshold' THEN loyalty_earn_calc.amount_cents >= r.min_amount_cents
-                                                    AND (r.category IS NULL OR r.category = loyalty_earn_calc.category)
-                        WHEN 'first_purchase' THEN loyalty_earn_calc.amount_cents > 0 AND first_purchase
-                        ELSE r.kind = loyalty_earn_calc.source_type
-                    END
-              ORDER BY r.kind, r.priority DESC, r.id) r;
+                    WHEN 'first_purchase' THEN loyalty_earn_calc.amount_cents > 0 AND first_purchase
+                    ELSE r.kind = loyalty_earn_calc.source_type
+                END
+          ORDER BY r.kind, r.priority DESC, r.id) r;
 END
 $$;
 
@@ -156,27 +156,27 @@ CREATE FUNCTION membership.loyalty_apply_upgrades(organisation uuid, members uui
 DECLARE
     v_result bigint;
 BEGIN
-        WITH best AS (
-            SELECT a.member_id, cur.threshold AS current_threshold, b.tier, b.threshold
-            FROM membership.loyalty_accounts a
-            JOIN membership.loyalty_tiers cur ON cur.organisation_id = a.organisation_id AND cur.tier = a.tier
-            CROSS JOIN LATERAL (SELECT t.tier, t.threshold FROM membership.loyalty_tiers t
-                                WHERE t.organisation_id = a.organisation_id AND t.threshold <= a.qualifying_points
-                                ORDER BY t.threshold DESC LIMIT 1) b
-            WHERE a.organisation_id = loyalty_apply_upgrades.organisation AND a.member_id = ANY (members)
-        ), up AS (
-            UPDATE membership.loyalty_accounts a
-            SET tier = best.tier, tier_expires_at = make_date(a.qualifying_year + 1, 12, 31),
-                downgrade_to = NULL, downgrade_at = NULL
-            FROM best
-            WHERE a.member_id = best.member_id AND a.organisation_id = loyalty_apply_upgrades.organisation
-              AND best.threshold > best.current_threshold
-            RETURNING a.member_id, a.tier, a.tier_expires_at
-        )
-        -- count() of a non-null result: every notice is recorded, new or not
-        SELECT count(membership.loyalty_upgrade_notice(organisation, up.member_id, up.tier, up.tier_expires_at))
-        INTO v_result
-        FROM up;
+    WITH best AS (
+        SELECT a.member_id, cur.threshold AS current_threshold, b.tier, b.threshold
+        FROM membership.loyalty_accounts a
+        JOIN membership.loyalty_tiers cur ON cur.organisation_id = a.organisation_id AND cur.tier = a.tier
+        CROSS JOIN LATERAL (SELECT t.tier, t.threshold FROM membership.loyalty_tiers t
+                            WHERE t.organisation_id = a.organisation_id AND t.threshold <= a.qualifying_points
+                            ORDER BY t.threshold DESC LIMIT 1) b
+        WHERE a.organisation_id = loyalty_apply_upgrades.organisation AND a.member_id = ANY (members)
+    ), up AS (
+        UPDATE membership.loyalty_accounts a
+        SET tier = best.tier, tier_expires_at = make_date(a.qualifying_year + 1, 12, 31),
+            downgrade_to = NULL, downgrade_at = NULL
+        FROM best
+        WHERE a.member_id = best.member_id AND a.organisation_id = loyalty_apply_upgrades.organisation
+          AND best.threshold > best.current_threshold
+        RETURNING a.member_id, a.tier, a.tier_expires_at
+    )
+    -- count() of a non-null result: every notice is recorded, new or not
+    SELECT count(membership.loyalty_upgrade_notice(organisation, up.member_id, up.tier, up.tier_expires_at))
+    INTO v_result
+    FROM up;
     RETURN v_result;
 END
 $$;

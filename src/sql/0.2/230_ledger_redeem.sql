@@ -14,10 +14,10 @@ CREATE FUNCTION membership.loyalty_lock_account(organisation uuid, member uuid)
 DECLARE
     v_result membership.loyalty_accounts;
 BEGIN
-        SELECT a.* INTO v_result
-        FROM membership.loyalty_accounts a
-        WHERE a.member_id = member AND a.organisation_id = organisation
-        FOR UPDATE;
+    SELECT a.* INTO v_result
+    FROM membership.loyalty_accounts a
+    WHERE a.member_id = member AND a.organisation_id = organisation
+    FOR UPDATE;
     RETURN v_result;
 END
 $$;
@@ -36,26 +36,26 @@ CREATE FUNCTION membership.loyalty_consume(organisation uuid, member uuid, entry
 DECLARE
     v_result bigint;
 BEGIN
-        WITH open AS (
-            SELECT b.ledger_id AS id, b.remaining,
-                   sum(b.remaining) OVER (ORDER BY b.ledger_id = first DESC NULLS LAST, b.expires_at, b.ledger_id)
-                       - b.remaining
-                       AS before
-            FROM membership.loyalty_buckets b
-            WHERE b.member_id = member AND b.organisation_id = organisation AND b.remaining > 0
-        ), take AS (
-            SELECT o.id, least(o.remaining, points - o.before) AS points
-            FROM open o WHERE o.before < points
-        ), used AS (
-            UPDATE membership.loyalty_buckets b SET remaining = b.remaining - t.points
-            FROM take t WHERE b.ledger_id = t.id
-            RETURNING t.points
-        ), allocated AS (
-            INSERT INTO membership.loyalty_allocations (organisation_id, ledger_id, bucket_id, points)
-            SELECT organisation, entry, t.id, t.points FROM take t
-        )
-        SELECT coalesce(sum(u.points), 0)::bigint INTO v_result
-        FROM used u;
+    WITH open AS (
+        SELECT b.ledger_id AS id, b.remaining,
+               sum(b.remaining) OVER (ORDER BY b.ledger_id = first DESC NULLS LAST, b.expires_at, b.ledger_id)
+                   - b.remaining
+                   AS before
+        FROM membership.loyalty_buckets b
+        WHERE b.member_id = member AND b.organisation_id = organisation AND b.remaining > 0
+    ), take AS (
+        SELECT o.id, least(o.remaining, points - o.before) AS points
+        FROM open o WHERE o.before < points
+    ), used AS (
+        UPDATE membership.loyalty_buckets b SET remaining = b.remaining - t.points
+        FROM take t WHERE b.ledger_id = t.id
+        RETURNING t.points
+    ), allocated AS (
+        INSERT INTO membership.loyalty_allocations (organisation_id, ledger_id, bucket_id, points)
+        SELECT organisation, entry, t.id, t.points FROM take t
+    )
+    SELECT coalesce(sum(u.points), 0)::bigint INTO v_result
+    FROM used u;
     RETURN v_result;
 END
 $$;
