@@ -244,6 +244,7 @@ SELECT membership_api.redeem(50, 'app-1', 1000) AS redeemed;
 SELECT membership_api.redeem(50, 'app-1', 1000) AS replayed;
 SELECT fixture.try($$SELECT membership_api.redeem(100000, 'app-2', 100000000)$$);
 SELECT fixture.try($$SELECT * FROM membership_api.points_history(max_rows => 0)$$);
+SELECT fixture.try($$SELECT membership_api.redeem(1, '', 1000)$$);
 RESET ROLE;
 RESET SESSION AUTHORIZATION;
 SELECT set_config('request.jwt.claims', '', false) IS NOT NULL AS cleared;

@@ -208,10 +208,9 @@ DECLARE
     v_balance bigint;
     v_year integer := date_part('year', v_at AT TIME ZONE 'UTC');
     v_months integer;
-    v_first boolean;
     v_id bigint;
-    v_old_tier text;
-    v_new_tier text;
+    v_old_threshold bigint;
+    v_new_threshold bigint;
 BEGIN
     IF organisation IS NULL THEN
         RAISE EXCEPTION USING ERRCODE = 'null_value_not_allowed', MESSAGE = 'organisation must not be null';
@@ -223,8 +222,8 @@ BEGIN
             MESSAGE = v_problem;
     END IF;
     FOR attempt IN 1 .. 2 LOOP
-        SELECT c.points, c.rules, a.balance, p.expiry_months, a.purchases = 0, a.tier
-        INTO v_points, v_rules, v_balance, v_months, v_first, v_old_tier
+        SELECT c.points, c.rules, a.balance, p.expiry_months, t.threshold
+        INTO v_points, v_rules, v_balance, v_months, v_old_threshold
         FROM membership.loyalty_accounts a
         JOIN membership.loyalty_programs p ON p.organisation_id = a.organisation_id
         JOIN membership.loyalty_tiers t ON t.organisation_id = a.organisation_id AND t.tier = a.tier
@@ -269,17 +268,16 @@ BEGIN
         WHERE a.member_id = member AND a.organisation_id = organisation
         RETURNING a.qualifying_points
     )
-    SELECT e.id, (SELECT t.tier FROM membership.loyalty_tiers t
-                  WHERE t.organisation_id = organisation AND t.threshold <= ac.qualifying_points
-                  ORDER BY t.threshold DESC LIMIT 1)
-    INTO v_id, v_new_tier
+    SELECT e.id, (SELECT max(t.threshold) FROM membership.loyalty_tiers t
+                  WHERE t.organisation_id = organisation AND t.threshold <= ac.qualifying_points)
+    INTO v_id, v_new_threshold
     FROM entry e, account ac;
 
     IF v_id IS NULL THEN
         RETURN membership.loyalty_earn_replay(organisation, member, amount_cents, source_type, source_ref,
                                               category, occurred_at);
     END IF;
-    IF v_new_tier <> v_old_tier THEN
+    IF v_new_threshold > v_old_threshold THEN
         PERFORM membership.loyalty_apply_upgrades(organisation, ARRAY[member]);
     END IF;
     RETURN v_points;

@@ -119,6 +119,12 @@ CREATE FUNCTION membership_api.redeem(points bigint, request_id text, order_valu
 DECLARE
     v_caller membership.caller := membership.authenticate(NULL, 'member');
 BEGIN
+    IF request_id IS NULL THEN
+        RAISE EXCEPTION USING ERRCODE = 'null_value_not_allowed', MESSAGE = 'request_id must not be null';
+    END IF;
+    IF request_id = '' OR length(request_id) > 150 THEN
+        RAISE EXCEPTION USING ERRCODE = 'invalid_parameter_value', MESSAGE = 'request_id must be 1 to 150 characters';
+    END IF;
     RETURN membership.redeem_points(v_caller.organisation_id, v_caller.member_id, points,
                                     'member:' || v_caller.member_id || ':' || request_id,
                                     order_value_cents, option_id)
