@@ -1,45 +1,65 @@
 -- Earning points: the rule evaluation that single earns and batches
 -- share, earn_points(), earn_points_batch() and reverse_earn().
 
--- The points an event earns under the organisation's rules: base points
+-- What the earn rules are applied to: one event, with what its member's
+-- account and program make of it.
+CREATE TYPE membership.loyalty_earn_input AS (
+    idx             integer,
+    source_type     text,
+    amount_cents    bigint,
+    category        text,
+    occurred_at     timestamptz,
+    first_purchase  boolean,
+    tier_multiplier numeric,
+    points_per_unit numeric,
+    unit_cents      integer
+);
+
+-- The points each event earns under the organisation's rules: base points
 -- from the amount (points_per_unit per unit_cents), times the best
 -- category multiplier, times the tier multiplier, plus the best rule of
 -- each bonus kind that applies (fixed_bonus, order_threshold,
 -- first_purchase for purchases; signup, review, referral for those
--- actions).  rules lists the ids of the rules applied.  Rules are read at
--- every call, so a change applies to the next earn.
-CREATE FUNCTION membership.loyalty_earn_calc(organisation uuid, source_type text, amount_cents bigint,
-                                             category text, occurred_at timestamptz, first_purchase boolean,
-                                             tier_multiplier numeric, points_per_unit numeric,
-                                             unit_cents integer,
-                                             OUT points bigint, OUT rules bigint[])
+-- actions).  rules lists the ids of the rules applied.  Set-based: the
+-- organisation's rules are read once per call (so a change applies to the
+-- next earn) and matched against every event; earn_points() passes one
+-- event, earn_points_batch() a whole wave.
+CREATE FUNCTION membership.loyalty_earn_calc(organisation uuid, events membership.loyalty_earn_input[])
+    RETURNS TABLE (idx integer, points bigint, rules bigint[])
     LANGUAGE plpgsql STABLE
     SET search_path = pg_catalog, membership, pg_temp
-    SET plan_cache_mode = force_generic_plan
     AS $$
 #variable_conflict use_column
 BEGIN
-    SELECT (floor(floor(amount_cents * points_per_unit / unit_cents)
-                  * coalesce(max(r.multiplier), 1) * tier_multiplier)
-            + coalesce(sum(r.bonus_points), 0))::bigint,
-           coalesce(array_agg(r.id ORDER BY r.id) FILTER (WHERE r.id IS NOT NULL), '{}')
-    INTO points, rules
-    FROM (SELECT DISTINCT ON (r.kind) r.id, r.multiplier, r.bonus_points
-          FROM membership.loyalty_earn_rules r
-          WHERE r.organisation_id = loyalty_earn_calc.organisation AND r.active
-            AND (r.valid_from IS NULL OR r.valid_from <= loyalty_earn_calc.occurred_at)
-            AND (r.valid_until IS NULL OR r.valid_until > loyalty_earn_calc.occurred_at)
-            AND CASE r.kind
-                    WHEN 'category_multiplier' THEN r.category = loyalty_earn_calc.category
-                                                    AND loyalty_earn_calc.amount_cents > 0
-                    WHEN 'fixed_bonus' THEN loyalty_earn_calc.amount_cents > 0
-                                            AND (r.category IS NULL OR r.category = loyalty_earn_calc.category)
-                    WHEN 'order_threshold' THEN loyalty_earn_calc.amount_cents >= r.min_amount_cents
-                                                AND (r.category IS NULL OR r.category = loyalty_earn_calc.category)
-                    WHEN 'first_purchase' THEN loyalty_earn_calc.amount_cents > 0 AND first_purchase
-                    ELSE r.kind = loyalty_earn_calc.source_type
-                END
-          ORDER BY r.kind, r.priority DESC, r.id) r;
+    RETURN QUERY
+    WITH r AS MATERIALIZED (
+        SELECT x.id, x.kind, x.category, x.multiplier, x.bonus_points, x.min_amount_cents, x.priority,
+               x.valid_from, x.valid_until
+        FROM membership.loyalty_earn_rules x
+        WHERE x.organisation_id = loyalty_earn_calc.organisation AND x.active
+    )
+    SELECT e.idx,
+           (floor(floor(e.amount_cents * e.points_per_unit / e.unit_cents)
+                  * coalesce(b.multiplier, 1) * e.tier_multiplier) + coalesce(b.bonus, 0))::bigint,
+           coalesce(b.ids, '{}')
+    FROM unnest(events) e
+    LEFT JOIN LATERAL (
+        SELECT max(best.multiplier) AS multiplier, sum(best.bonus_points) AS bonus,
+               array_agg(best.id ORDER BY best.id) AS ids
+        FROM (SELECT DISTINCT ON (r.kind) r.id, r.multiplier, r.bonus_points
+              FROM r
+              WHERE (r.valid_from IS NULL OR r.valid_from <= e.occurred_at)
+                AND (r.valid_until IS NULL OR r.valid_until > e.occurred_at)
+                AND CASE r.kind
+                        WHEN 'category_multiplier' THEN r.category = e.category AND e.amount_cents > 0
+                        WHEN 'fixed_bonus' THEN e.amount_cents > 0 AND (r.category IS NULL OR r.category = e.category)
+                        WHEN 'order_threshold' THEN e.amount_cents >= r.min_amount_cents
+                                                    AND (r.category IS NULL OR r.category = e.category)
+                        WHEN 'first_purchase' THEN e.amount_cents > 0 AND e.first_purchase
+                        ELSE r.kind = e.source_type
+                    END
+              ORDER BY r.kind, r.priority DESC, r.id) best
+    ) b ON true;
 END
 $$;
 
@@ -229,10 +249,10 @@ BEGIN
         JOIN membership.loyalty_tiers t ON t.organisation_id = a.organisation_id AND t.tier = a.tier
         LEFT JOIN membership.loyalty_partners lp ON lp.organisation_id = a.organisation_id
                                                 AND lp.provider_id = partner AND lp.active
-        CROSS JOIN LATERAL membership.loyalty_earn_calc(a.organisation_id, source_type, amount_cents, category,
-                                                        v_at, a.purchases = 0, t.multiplier,
-                                                        coalesce(lp.points_per_unit, p.points_per_unit),
-                                                        coalesce(lp.unit_cents, p.unit_cents)) c
+        CROSS JOIN LATERAL membership.loyalty_earn_calc(a.organisation_id, ARRAY[
+            ROW(1, source_type, amount_cents, category, v_at, a.purchases = 0, t.multiplier,
+                coalesce(lp.points_per_unit, p.points_per_unit),
+                coalesce(lp.unit_cents, p.unit_cents))::membership.loyalty_earn_input]) c
         WHERE a.member_id = member AND a.organisation_id = organisation
         FOR UPDATE OF a;
         EXIT WHEN FOUND;
@@ -418,10 +438,10 @@ BEGIN
                        OVER (PARTITION BY e.member_id ORDER BY e.idx
                              ROWS BETWEEN UNBOUNDED PRECEDING AND 1 PRECEDING) = 0 AS first_in_batch
             FROM unnest(v_pending) e
-        ), calc AS (
-            SELECT ev.*, c.points, c.rules, a.balance, a.qualifying_year, a.qualifying_points, p.expiry_months,
-                   sum(c.points) OVER w AS running,
-                   sum(c.points) FILTER (WHERE ev.year >= a.qualifying_year) OVER w AS running_qualifying,
+        ), input AS (
+            SELECT ev.*, a.balance, a.qualifying_year, a.qualifying_points, p.expiry_months,
+                   a.purchases = 0 AND ev.first_in_batch AS first_purchase, t.multiplier AS tier_multiplier,
+                   p.points_per_unit, p.unit_cents,
                    (SELECT min(n.threshold) FROM membership.loyalty_tiers n
                     WHERE n.organisation_id = a.organisation_id AND n.threshold > t.threshold) AS next_threshold
             FROM ev
@@ -429,11 +449,17 @@ BEGIN
                                               AND a.organisation_id = earn_points_batch.organisation
             JOIN membership.loyalty_programs p ON p.organisation_id = a.organisation_id
             JOIN membership.loyalty_tiers t ON t.organisation_id = a.organisation_id AND t.tier = a.tier
-            CROSS JOIN LATERAL membership.loyalty_earn_calc(a.organisation_id, ev.source_type, ev.amount_cents,
-                                                            ev.category, ev.occurred_at,
-                                                            a.purchases = 0 AND ev.first_in_batch, t.multiplier,
-                                                            p.points_per_unit, p.unit_cents) c
-            WINDOW w AS (PARTITION BY ev.member_id ORDER BY ev.idx)
+        ), earned AS (
+            SELECT * FROM membership.loyalty_earn_calc(organisation, ARRAY(
+                SELECT ROW(i.idx, i.source_type, i.amount_cents, i.category, i.occurred_at, i.first_purchase,
+                           i.tier_multiplier, i.points_per_unit, i.unit_cents)::membership.loyalty_earn_input
+                FROM input i))
+        ), calc AS (
+            SELECT i.*, c.points, c.rules,
+                   sum(c.points) OVER w AS running,
+                   sum(c.points) FILTER (WHERE i.year >= i.qualifying_year) OVER w AS running_qualifying
+            FROM input i JOIN earned c ON c.idx = i.idx
+            WINDOW w AS (PARTITION BY i.member_id ORDER BY i.idx)
         ), cut AS (
             SELECT calc.member_id, min(calc.idx) AS idx FROM calc
             WHERE calc.qualifying_points + calc.running_qualifying >= calc.next_threshold
