@@ -63,33 +63,13 @@ BEGIN
 END
 $$;
 
--- Raise an error unless the event is well formed: what earn_points() and
--- reverse_earn() check before anything else.  The batch reports the same
--- problems per event through loyalty_event_problem().
+-- What is wrong with an event, or NULL (src/ledger.c): what earn_points()
+-- checks before anything else, and earn_points_batch() reports per event.
 CREATE FUNCTION membership.loyalty_event_problem(amount_cents bigint, source_type text, source_ref text,
                                                  category text, occurred_at timestamptz)
     RETURNS text
-    LANGUAGE plpgsql STABLE
-    SET search_path = pg_catalog, membership, pg_temp
-    AS $$
-#variable_conflict use_column
-BEGIN
-    RETURN CASE
-            WHEN amount_cents IS NULL OR source_type IS NULL OR source_ref IS NULL
-                THEN 'amount_cents, source_type and source_ref must not be null'
-            WHEN amount_cents < 0 THEN format('amount_cents must not be negative, not %s', amount_cents)
-            WHEN amount_cents > 100000000000 THEN format('amount_cents %s is too large', amount_cents)
-            WHEN amount_cents = 0 AND source_type NOT IN ('signup', 'review', 'referral')
-                THEN 'amount_cents must be positive for a purchase'
-            WHEN source_type !~ '^[a-z][a-z0-9_]{0,31}$' THEN format('invalid source_type "%s"', left(source_type, 100))
-            WHEN source_ref = '' OR length(source_ref) > 200 THEN 'source_ref must be 1 to 200 characters'
-            WHEN category = '' OR length(category) > 100 THEN 'category must be 1 to 100 characters'
-            WHEN NOT isfinite(occurred_at) OR occurred_at > now() + interval '5 minutes'
-                THEN 'occurred_at is in the future'
-            WHEN occurred_at < now() - interval '10 years' THEN 'occurred_at is more than 10 years ago'
-        END;
-END
-$$;
+    LANGUAGE C STABLE PARALLEL SAFE
+    AS 'MODULE_PATHNAME', 'membership_loyalty_event_problem';
 
 -- Make sure the member has an account (creating the program with its
 -- defaults first if need be).  Raises a clear error for a member that is
