@@ -22,13 +22,13 @@ OBJS = $(patsubst %.c,%.o,$(sort $(wildcard src/*.c)))
 DATA_built = $(INSTALL_SCRIPTS) $(UPGRADE_SCRIPTS)
 
 PG_CPPFLAGS = -I$(srcdir)/src
-SHLIB_LINK = -lcrypto
+SHLIB_LINK = -lcrypto -lcurl
 # -Wunused-parameter is off: every V1 function takes fcinfo, used or not.
 PG_CFLAGS = -Wall -Wextra -Werror -Wno-unused-parameter
 
 # pg_regress suites, one per capability, in dependency order.
 REGRESS = install email organisations api_keys identity members sync dependents consents \
-	verify jobs benefits scoring benefits_articles benefits_reports ledger
+	verify jobs benefits scoring benefits_articles benefits_reports notify notify_slots push ledger
 REGRESS_OPTS = --dbname=membership_regress
 
 PG_CONFIG ?= pg_config
@@ -46,3 +46,10 @@ sql: $(DATA_built)
 .PHONY: freeze
 freeze:
 	sha256sum $(foreach r,$(UPGRADE_FROM),$(sort $(wildcard src/sql/$(r)/*.sql))) > src/sql/RELEASED
+
+# The extension's own type names, for pgindent (with PostgreSQL's list:
+# pgindent --typedefs=typedefs.list src/*.c src/*.h).
+.PHONY: typedefs
+typedefs:
+	grep -hoE '^\} *[A-Z][A-Za-z0-9_]*;|^typedef [^;]*\b[A-Z][A-Za-z0-9_]*;' src/*.c src/*.h \
+		| grep -oE '[A-Z][A-Za-z0-9_]*;$$' | tr -d ';' | LC_ALL=C sort -u > typedefs.list

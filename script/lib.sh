@@ -142,6 +142,49 @@ mb_teardown() {
 	return $status
 }
 
+# Start the mock FCM, OAuth and APNs servers (test/mock/push_mock.js) on
+# 127.0.0.1: a throwaway CA and a server certificate for 127.0.0.1, the
+# test FCM service account (RSA) and APNs key (P-256) are made with the
+# openssl CLI in $MB_WORK/push.  Sets MB_PUSH_URL (TLS, HTTP/2),
+# MB_PUSH_CONTROL (plain HTTP: /counts, /reset, ...) and MB_PUSH_DIR.
+mb_push_mocks_start() {
+	local dir=$MB_WORK/push i
+	mkdir -p "$dir"
+	(
+		cd "$dir" || exit 1
+		openssl req -x509 -newkey rsa:2048 -nodes -days 2 -subj '/CN=membership test CA' \
+			-keyout ca.key -out ca.crt 2>/dev/null &&
+			openssl req -newkey rsa:2048 -nodes -subj '/CN=127.0.0.1' -keyout server.key -out server.csr 2>/dev/null &&
+			printf 'subjectAltName = IP:127.0.0.1, DNS:localhost\nbasicConstraints = CA:FALSE\nextendedKeyUsage = serverAuth\n' >server.ext &&
+			openssl x509 -req -in server.csr -CA ca.crt -CAkey ca.key -CAcreateserial -days 2 \
+				-extfile server.ext -out server.crt 2>/dev/null &&
+			openssl genpkey -algorithm RSA -pkeyopt rsa_keygen_bits:2048 -out fcm_sa.key 2>/dev/null &&
+			openssl pkey -in fcm_sa.key -pubout -out fcm_sa.pub 2>/dev/null &&
+			openssl genpkey -algorithm EC -pkeyopt ec_paramgen_curve:P-256 -out apns.p8 2>/dev/null &&
+			openssl pkey -in apns.p8 -pubout -out apns.pub 2>/dev/null
+	) || { mb_log "could not make the mock servers' keys"; return 1; }
+	chmod a+r "$dir"/*
+	node "$MB_ROOT/test/mock/push_mock.js" "$dir" >"$dir/mock.log" 2>&1 &
+	mb_track_pid $!
+	for i in $(seq 1 100); do
+		[ -f "$dir/port" ] && break
+		sleep 0.1
+	done
+	[ -f "$dir/port" ] || { cat "$dir/mock.log" >&2; mb_log "the push mock servers did not start"; return 1; }
+	MB_PUSH_DIR=$dir
+	MB_PUSH_URL=https://127.0.0.1:$(cat "$dir/port")
+	MB_PUSH_CONTROL=http://127.0.0.1:$(cat "$dir/control_port")
+	export MB_PUSH_DIR MB_PUSH_URL MB_PUSH_CONTROL
+}
+
+# postgresql.conf lines pointing the push worker at the mocks.
+mb_push_settings() {
+	echo "membership.push_fcm_url = '$MB_PUSH_URL'"
+	echo "membership.push_apns_url = '$MB_PUSH_URL'"
+	echo "membership.push_apns_sandbox_url = '$MB_PUSH_URL'"
+	echo "membership.push_ca_file = '$MB_PUSH_DIR/ca.crt'"
+}
+
 # Build, install privately and start the main cluster with a "membership"
 # database holding the extension (PGDATABASE points at it).  Cleans up on
 # exit.
@@ -154,8 +197,9 @@ mb_setup() {
 	trap mb_teardown EXIT
 	trap 'exit 130' INT TERM
 	mb_install_tree
+	mb_push_mocks_start
 	mb_log "starting a throwaway cluster in $MB_WORK"
-	mb_cluster_init main "$@"
+	mb_cluster_init main "$(mb_push_settings)" "$@"
 	mb_cluster_start main
 	mb_use_cluster main
 	psql -q -X -v ON_ERROR_STOP=1 -d postgres -c 'CREATE DATABASE membership' >/dev/null

@@ -58,6 +58,7 @@ _PG_init(void)
 	VerifyInit();
 	AnswerCacheInit();
 	UsageWorkerInit();
+	PushWorkerInit();
 	MembershipShmemInit();
 	JobsInit();
 

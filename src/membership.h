@@ -260,4 +260,12 @@ extern HeapTuple membership_fetch_unique(Relation rel, Oid indexid, int nkeys,
 extern void jobs_report_progress(int64 done, int64 total, const char *phase);
 extern pg_uuid_t *jobs_organisation_ids(int *count);
 
+/* push_worker.c, push_wake.c: the push worker and its wake-up at commit */
+extern int	push_workers;
+extern void PushWorkerInit(void);
+extern Size PushShmemSize(void);
+extern void PushShmemInit(void);
+extern void push_wake_register(int n);
+extern void push_wake_plan(int n, TimestampTz when);
+
 #endif							/* MEMBERSHIP_H */

@@ -4,8 +4,8 @@
  *	  The extension's shared memory: one request, one initialisation.
  *
  * The API-key cache, the usage counters (which are also the rate limiter),
- * the verification answer cache, the audit queue and the progress slots of
- * running jobs live in shared memory, and share one named LWLock tranche.  This file owns the hooks and asks each subsystem
+ * the verification answer cache, the audit queue, the progress slots of
+ * running jobs and the push workers' wake-up slots live in shared memory, and share one named LWLock tranche.  This file owns the hooks and asks each subsystem
  * for its size and its initialisation, so that the subsystems do not each
  * chain the hooks themselves.
  *
@@ -36,6 +36,7 @@ membership_shmem_request(void)
 	RequestAddinShmemSpace(AuditShmemSize());
 	RequestAddinShmemSpace(AnswerCacheShmemSize());
 	RequestAddinShmemSpace(JobsShmemSize());
+	RequestAddinShmemSpace(PushShmemSize());
 	RequestNamedLWLockTranche(MEMBERSHIP_TRANCHE,
 							  KEYCACHE_PARTITIONS + USAGE_PARTITIONS + ANSWER_PARTITIONS + 1);
 }
@@ -55,6 +56,7 @@ membership_shmem_startup(void)
 	AnswerCacheShmemInit(locks + KEYCACHE_PARTITIONS + USAGE_PARTITIONS);
 	JobsShmemInit(locks + KEYCACHE_PARTITIONS + USAGE_PARTITIONS + ANSWER_PARTITIONS);
 	AuditShmemInit();
+	PushShmemInit();
 	LWLockRelease(AddinShmemInitLock);
 }
 

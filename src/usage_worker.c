@@ -11,9 +11,11 @@
  * as absolute values and only marked flushed after the commit, so a worker
  * killed at any point loses nothing that shared memory still holds and
  * counts nothing twice.  Once a minute is over it runs
- * membership.detect_abuse() for it, and once an hour the retention of
- * usage and audit rows.  It flushes once more when asked to stop, and the
- * postmaster restarts it if it dies.
+ * membership.detect_abuse() for it.  It flushes once more when asked to
+ * stop, and the postmaster restarts it if it dies.  The retention of usage
+ * and audit rows is a scheduled job (membership.expire_usage, run by
+ * pg_cron), not the flusher's: it is the same work whichever process does
+ * it, and a job's runs are recorded in membership.job_runs.
  *
  *-------------------------------------------------------------------------
  */
@@ -56,7 +58,6 @@ static volatile sig_atomic_t shutdown_requested = false;
 static SPIPlanPtr flush_usage_plan = NULL;
 static SPIPlanPtr flush_audit_plan = NULL;
 static SPIPlanPtr detect_plan = NULL;
-static SPIPlanPtr retention_plan = NULL;
 
 void
 UsageWorkerInit(void)
@@ -258,15 +259,6 @@ run_detection(int64 minute)
 		elog(ERROR, "could not run abuse detection");
 }
 
-static void
-run_retention(void)
-{
-	if (retention_plan == NULL)
-		retention_plan = prepare_kept("SELECT membership.expire_usage()", 0, NULL);
-	if (SPI_execute_plan(retention_plan, NULL, NULL, false, 0) != SPI_OK_SELECT)
-		elog(ERROR, "could not expire old usage rows");
-}
-
 /* Is the extension (at a version with the flusher's functions) installed here? */
 static bool
 extension_ready(void)
@@ -281,11 +273,11 @@ extension_ready(void)
 }
 
 /*
- * One pass: flush, detect, expire, as needed, in one transaction; then
+ * One pass: flush and detect, as needed, in one transaction; then
  * mark what was written as flushed.
  */
 static void
-usage_worker_pass(int64 *last_detected, TimestampTz *last_retention)
+usage_worker_pass(int64 *last_detected)
 {
 	TimestampTz now = GetCurrentTimestamp();
 	int64		minute = usage_minute(now);
@@ -295,10 +287,9 @@ usage_worker_pass(int64 *last_detected, TimestampTz *last_retention)
 	uint64		audit_next;
 	int			naudit = audit_peek(audit, AUDIT_BATCH, &audit_next);
 	bool		detect = minute - 1 > *last_detected;
-	bool		expire = TimestampDifferenceExceeds(*last_retention, now, 3600 * 1000);
 	bool		written = false;
 
-	if (n > 0 || naudit > 0 || detect || expire)
+	if (n > 0 || naudit > 0 || detect)
 	{
 		SetCurrentStatementStartTimestamp();
 		StartTransactionCommand();
@@ -319,8 +310,6 @@ usage_worker_pass(int64 *last_detected, TimestampTz *last_retention)
 				for (int64 m = Max(*last_detected + 1, minute - 10); m < minute; m++)
 					run_detection(m);
 			}
-			if (expire)
-				run_retention();
 		}
 
 		SPI_finish();
@@ -334,8 +323,6 @@ usage_worker_pass(int64 *last_detected, TimestampTz *last_retention)
 	if (written)
 		audit_advance(audit_next);
 	*last_detected = minute - 1;
-	if (expire)
-		*last_retention = now;
 }
 
 void
@@ -343,7 +330,6 @@ membership_usage_worker_main(Datum main_arg)
 {
 	MemoryContext pass_context;
 	int64		last_detected;
-	TimestampTz last_retention = 0;
 
 	pqsignal(SIGHUP, SignalHandlerForConfigReload);
 	pqsignal(SIGTERM, usage_worker_sigterm);
@@ -373,7 +359,7 @@ membership_usage_worker_main(Datum main_arg)
 		}
 
 		old = MemoryContextSwitchTo(pass_context);
-		usage_worker_pass(&last_detected, &last_retention);
+		usage_worker_pass(&last_detected);
 		MemoryContextSwitchTo(old);
 		MemoryContextReset(pass_context);
 	}

@@ -60,17 +60,31 @@ SELECT membership.score_feeds() IS NOT NULL AS scored \gset
 SELECT membership_api.save_article('News of A', 'Body', api_key => fixture.key('iso-a:org')) AS article_a,
        membership_api.save_article('News of B', 'Body', api_key => fixture.key('iso-b:org')) AS article_b \gset
 
--- notifications (issue #5): in each organisation a device, push
--- credentials and a notification in the outbox
-INSERT INTO membership.devices (organisation_id, member_id, platform, token)
-SELECT organisation_id, id, 'fcm', 'iso-token-' || email FROM membership.members
-WHERE email IN ('a1@iso.example', 'b1@iso.example');
+-- notifications (issue #5): in each organisation a device, preferences,
+-- a budget, push credentials, a notification in the outbox and an audience
+-- send (a batch)
+SELECT set_config('request.jwt.claims', :'member_a', true) IS NOT NULL AS claims_a \gset
+SELECT membership_api.register_device('fcm', 'iso-token-a') IS NOT NULL AS device_a,
+       membership_api.set_notification_preferences(muted_categories => '{quiz}') IS NOT NULL AS prefs_a \gset
+SELECT set_config('request.jwt.claims', :'member_b', true) IS NOT NULL AS claims_b \gset
+SELECT membership_api.register_device('fcm', 'iso-token-b') IS NOT NULL AS device_b,
+       membership_api.set_notification_preferences(muted_categories => '{quiz}') IS NOT NULL AS prefs_b \gset
+SELECT set_config('request.jwt.claims', '', true) IS NOT NULL AS cleared \gset
+SELECT membership.set_notification_budget(:'org_a', 'email', 5) IS NOT NULL AS budget_a,
+       membership.set_notification_budget(:'org_b', 'email', 5) IS NOT NULL AS budget_b \gset
 INSERT INTO membership.push_credentials (organisation_id, apns_key_id, apns_team_id, apns_private_key, apns_topic)
 VALUES (:'org_a', 'KEYA', 'TEAMA', 'not a key', 'org.iso.a'), (:'org_b', 'KEYB', 'TEAMB', 'not a key', 'org.iso.b');
-INSERT INTO membership.notifications (organisation_id, member_id, channel, priority, category, title, body,
-                                      sender, status, due_at)
-SELECT organisation_id, id, 'push', 1, 'security', 'Hello', 'World', 'organisation', 'queued', now()
-FROM membership.members WHERE email IN ('a1@iso.example', 'b1@iso.example');
+SELECT count(e.status) = 2 AS notified
+FROM membership.members m,
+     LATERAL membership.enqueue_notification(m.organisation_id, m.id, 'push', 1, 'security', 'Hello', 'World') AS e
+WHERE m.email IN ('a1@iso.example', 'b1@iso.example') \gset
+SELECT membership.enqueue_notification_audience(:'org_a', '{"all": true}', 'in_app', 2, 'news', 'Hi', 'All') IS NOT NULL AS sent_a,
+       membership.enqueue_notification_audience(:'org_b', '{"all": true}', 'in_app', 2, 'news', 'Hi', 'All') IS NOT NULL AS sent_b \gset
+-- push worker (issue #5): each organisation's notification delivered to its device
+INSERT INTO membership.push_deliveries (organisation_id, notification_id, device_id, status)
+SELECT n.organisation_id, n.id, d.id, 'sent'
+FROM membership.notifications n JOIN membership.devices d ON d.member_id = n.member_id
+WHERE n.organisation_id IN (:'org_a', :'org_b') AND n.channel = 'push';
 
 -- loyalty ledger (issue #4): in each organisation a program with a rule,
 -- a partner and an option, an account with earns, a redemption of the

@@ -70,46 +70,66 @@ SELECT membership.isolate_table('membership.usage_months');
 -- Roll per-minute usage older than its retention up into months, in the
 -- same transaction that deletes it (so every call is counted once, in one
 -- place or the other), and delete audit records older than theirs.  Run
--- hourly by the flusher.
+-- hourly as the job expire_usage.
 CREATE FUNCTION membership.expire_usage(as_of timestamptz DEFAULT pg_catalog.now())
     RETURNS bigint
-    LANGUAGE plpgsql
+    LANGUAGE plpgsql SECURITY DEFINER
     SET search_path = pg_catalog, membership, pg_temp
     AS $$
 DECLARE
     v_cutoff timestamptz := as_of - coalesce(current_setting('membership.usage_retention', true), '30d')::interval;
-    v_usage bigint;
-    v_audit bigint;
+    v_audit_cutoff timestamptz := as_of - coalesce(current_setting('membership.audit_retention', true), '30d')::interval;
+    v_orgs uuid[] := ARRAY(SELECT membership.all_organisations());
+    v_org uuid;
+    v_n bigint;
+    v_total bigint := 0;
 BEGIN
-    WITH gone AS (
-        DELETE FROM membership.usage_minutes u WHERE u.minute < v_cutoff
-        RETURNING u.*
-    ), months AS (
-        SELECT g.organisation_id, g.api_key_id, g.provider_id,
-               date_trunc('month', g.minute AT TIME ZONE 'UTC')::date AS month,
-               sum(g.allowed) AS allowed, sum(g.refused) AS refused,
-               sum(g.verified_true) AS verified_true, sum(g.verified_false) AS verified_false,
-               count(*) AS minutes
-        FROM gone g
-        GROUP BY 1, 2, 3, 4
-    ), rolled AS (
-        INSERT INTO membership.usage_months AS m
-            (organisation_id, api_key_id, provider_id, month, allowed, refused, verified_true, verified_false)
-        SELECT organisation_id, api_key_id, provider_id, month, allowed, refused, verified_true, verified_false
-        FROM months
-        ON CONFLICT (api_key_id, month) DO UPDATE
-        SET allowed = m.allowed + EXCLUDED.allowed,
-            refused = m.refused + EXCLUDED.refused,
-            verified_true = m.verified_true + EXCLUDED.verified_true,
-            verified_false = m.verified_false + EXCLUDED.verified_false
-        RETURNING 1)
-    SELECT coalesce(sum(minutes), 0) INTO v_usage FROM months, (SELECT count(*) FROM rolled) AS r;
-    DELETE FROM membership.verification_audit
-    WHERE at < as_of - coalesce(current_setting('membership.audit_retention', true), '30d')::interval;
-    GET DIAGNOSTICS v_audit = ROW_COUNT;
-    RETURN v_usage + v_audit;
+    IF as_of IS NULL OR NOT isfinite(as_of) THEN
+        RAISE EXCEPTION USING ERRCODE = 'invalid_parameter_value', MESSAGE = 'as_of must be a finite time';
+    END IF;
+    -- one organisation at a time: the owner role sees one tenant's rows
+    FOR i IN 1 .. coalesce(cardinality(v_orgs), 0) LOOP
+        v_org := v_orgs[i];
+        PERFORM membership.set_tenant(v_org);
+        WITH gone AS (
+            DELETE FROM membership.usage_minutes u
+            WHERE u.organisation_id = v_org AND u.minute < v_cutoff
+            RETURNING u.*
+        ), months AS (
+            SELECT g.organisation_id, g.api_key_id, g.provider_id,
+                   date_trunc('month', g.minute AT TIME ZONE 'UTC')::date AS month,
+                   sum(g.allowed) AS allowed, sum(g.refused) AS refused,
+                   sum(g.verified_true) AS verified_true, sum(g.verified_false) AS verified_false,
+                   count(*) AS minutes
+            FROM gone g
+            GROUP BY 1, 2, 3, 4
+        ), rolled AS (
+            INSERT INTO membership.usage_months AS m
+                (organisation_id, api_key_id, provider_id, month, allowed, refused, verified_true, verified_false)
+            SELECT organisation_id, api_key_id, provider_id, month, allowed, refused, verified_true, verified_false
+            FROM months
+            ON CONFLICT (api_key_id, month) DO UPDATE
+            SET allowed = m.allowed + EXCLUDED.allowed,
+                refused = m.refused + EXCLUDED.refused,
+                verified_true = m.verified_true + EXCLUDED.verified_true,
+                verified_false = m.verified_false + EXCLUDED.verified_false
+            RETURNING 1)
+        SELECT coalesce(sum(minutes), 0) INTO v_n FROM months, (SELECT count(*) FROM rolled) AS r;
+        v_total := v_total + v_n;
+        DELETE FROM membership.verification_audit a
+        WHERE a.organisation_id = v_org AND a.at < v_audit_cutoff;
+        GET DIAGNOSTICS v_n = ROW_COUNT;
+        v_total := v_total + v_n;
+        PERFORM membership.report_job_progress(i, cardinality(v_orgs), 'organisations');
+    END LOOP;
+    PERFORM membership.set_tenant(NULL);
+    RETURN v_total;
 END
 $$;
+GRANT EXECUTE ON FUNCTION membership.expire_usage(timestamptz) TO membership_worker;
+
+SELECT membership.register_job('expire_usage', '5 * * * *', 'SELECT membership.expire_usage()',
+    'roll verification usage past membership.usage_retention up into months; delete audit records past membership.audit_retention');
 
 -- Monthly totals per provider, for invoices: calls made from from_date
 -- (inclusive) to to_date (exclusive), UTC, by calendar month, whether
