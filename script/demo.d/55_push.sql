@@ -9,12 +9,13 @@
 \set totals_before `curl -s "$MB_PUSH_CONTROL/totals"`
 
 \echo 'The physicians'' app gets its FCM service account and APNs key; eight members register a phone each:'
-INSERT INTO membership.push_credentials (organisation_id, fcm_project_id, fcm_client_email, fcm_private_key,
-    fcm_token_uri, apns_key_id, apns_team_id, apns_private_key, apns_topic)
-SELECT id, 'membership-test', 'push-worker@membership-test.iam.gserviceaccount.com', :'fcm_key',
-       :'token_uri', 'MOCKKEY001', 'MOCKTEAM01', :'apns_key', 'app.membership.test'
-FROM membership.organisations WHERE slug = 'physicians'
-ON CONFLICT (organisation_id) DO NOTHING;
+SELECT membership.set_push_credentials(id,
+           fcm_project_id => 'membership-test',
+           fcm_client_email => 'push-worker@membership-test.iam.gserviceaccount.com',
+           fcm_private_key => :'fcm_key', fcm_token_uri => :'token_uri',
+           apns_key_id => 'MOCKKEY001', apns_team_id => 'MOCKTEAM01', apns_private_key => :'apns_key',
+           apns_topic => 'app.membership.test') IS NOT NULL AS credentials_set
+FROM membership.organisations WHERE slug = 'physicians';
 CREATE TEMPORARY TABLE demo_push AS
 SELECT m.id AS member_id, m.organisation_id, m.external_id, t.platform, t.token || m.external_id AS token
 FROM (SELECT m.*, row_number() OVER (ORDER BY m.external_id) AS n
@@ -27,12 +28,15 @@ INSERT INTO membership.devices (organisation_id, member_id, platform, token)
 SELECT organisation_id, member_id, platform, token FROM demo_push;
 SELECT external_id AS member, platform, token FROM demo_push ORDER BY external_id;
 
-\echo 'A notification to each, due now (what enqueue_notification queues), and one deferred by five seconds:'
-INSERT INTO membership.notifications (organisation_id, member_id, channel, priority, category, title, body,
-                                      sender, status, due_at)
-SELECT organisation_id, member_id, 'push', 2, 'news', 'Annual meeting', 'Join us on the 14th', 'organisation', 'queued',
-       CASE WHEN external_id = (SELECT min(external_id) FROM demo_push) THEN now() + interval '5 seconds' ELSE now() END
-FROM demo_push;
+\echo 'A transactional notification to each (priority 1: no budget, no quiet hours), one of them'
+\echo 'planned five seconds ahead:'
+SELECT d.external_id AS member, e.status, e.reason, e.due_at > now() AS later
+FROM demo_push d,
+     LATERAL membership.enqueue_notification(d.organisation_id, d.member_id, 'push', 1, 'account',
+                                             'Your membership card', 'Your 2027 card is ready', '{}',
+                                             at => CASE WHEN d.external_id = (SELECT min(external_id) FROM demo_push)
+                                                        THEN now() + interval '5 seconds' ELSE now() END) AS e
+ORDER BY 1;
 
 \echo 'The worker, woken at commit, sends them at once; the throttled and unavailable ones come back after'
 \echo 'Retry-After (2 s) or the backoff. Waiting until nothing is left to send...'
@@ -40,7 +44,7 @@ DO $$
 BEGIN
     FOR i IN 1..60 LOOP
         EXIT WHEN NOT EXISTS (SELECT FROM membership.notifications n JOIN demo_push d ON d.member_id = n.member_id
-                              WHERE n.status IN ('queued', 'sending'));
+                              WHERE n.category = 'account' AND n.status IN ('queued', 'sending'));
         PERFORM pg_sleep(0.5);
     END LOOP;
 END
@@ -49,7 +53,7 @@ SELECT d.external_id AS member, d.platform, d.token, n.status, n.reason, n.attem
        round(extract(epoch FROM n.sent_at - n.created_at)::numeric, 1) AS seconds_to_send,
        dev.active AS device_active, coalesce(dev.deactivation_reason, n.last_error) AS last_error_seen
 FROM demo_push d
-JOIN membership.notifications n ON n.member_id = d.member_id
+JOIN membership.notifications n ON n.member_id = d.member_id AND n.category = 'account'
 JOIN membership.devices dev ON dev.member_id = d.member_id
 ORDER BY d.external_id;
 
