@@ -86,6 +86,22 @@ SELECT n.organisation_id, n.id, d.id, 'sent'
 FROM membership.notifications n JOIN membership.devices d ON d.member_id = n.member_id
 WHERE n.organisation_id IN (:'org_a', :'org_b') AND n.channel = 'push';
 
+-- loyalty ledger (issue #4): in each organisation a program with a rule,
+-- a partner and an option, an account with earns, a redemption of the
+-- option (allocations, a reward code) and a notice
+CREATE TEMPORARY TABLE loyalty_orgs AS
+SELECT o, slug, membership.find_member(o, 'shared-1') AS m
+FROM (VALUES (:'org_a'::uuid, 'iso-a'), (:'org_b'::uuid, 'iso-b')) AS x(o, slug);
+SELECT count(membership.add_earn_rule(o, 'Welcome', 'first_purchase', bonus_points => 6000)) AS rules,
+       count(membership.set_loyalty_partner(o, slug || '-bank', 1, 1)::text) AS partners,
+       count(membership.add_redemption_option(o, 'gift_card', 'Gift card', 100, 100)) AS options
+FROM loyalty_orgs \gset
+SELECT count(membership.earn_points(o, m, 5000, 'order', 'iso-order')) AS earned FROM loyalty_orgs \gset
+SELECT count(membership.redeem_points(o, m, NULL, 'iso-redeem',
+                                      option_id => (SELECT id FROM membership.loyalty_options WHERE organisation_id = o)))
+       AS redeemed
+FROM loyalty_orgs \gset
+
 -- A snapshot of B's data, to compare with after A's callers have acted.
 CREATE FUNCTION pg_temp.b_now() RETURNS TABLE (t text, data jsonb) LANGUAGE sql AS $$
     SELECT 'members', to_jsonb(m) - 'updated_at' FROM membership.members m WHERE organisation_id = fixture.org('iso-b')
