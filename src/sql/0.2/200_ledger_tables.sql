@@ -252,9 +252,9 @@ COMMENT ON TABLE membership.loyalty_partners IS
 SELECT membership.isolate_table('membership.loyalty_partners');
 
 -- Notices for members (expiry reminders, tier upgrades, downgrade
--- notices), recorded once per member, kind and subject.  Delivery goes
--- through the notification outbox once it is wired to
--- membership.loyalty_notice().
+-- notices), recorded once per member, kind and subject.  The job
+-- send_loyalty_notices hands each to the notification outbox
+-- (390_loyalty_notices.sql) and notes the notification it became.
 CREATE TABLE membership.loyalty_notices (
     id              bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
     organisation_id uuid NOT NULL,
@@ -266,11 +266,14 @@ CREATE TABLE membership.loyalty_notices (
     body            text NOT NULL,
     data            jsonb NOT NULL DEFAULT '{}',
     recorded_at     timestamptz NOT NULL DEFAULT pg_catalog.now(),
+    notification_id bigint,         -- its row in the outbox; NULL until it is handed over
     UNIQUE (member_id, kind, subject),
     FOREIGN KEY (member_id, organisation_id)
         REFERENCES membership.members (id, organisation_id) ON DELETE CASCADE
 );
 CREATE INDEX loyalty_notices_organisation_idx ON membership.loyalty_notices (organisation_id, recorded_at);
+CREATE INDEX loyalty_notices_pending_idx ON membership.loyalty_notices (organisation_id, member_id)
+    WHERE notification_id IS NULL;
 COMMENT ON TABLE membership.loyalty_notices IS
     'tenant: loyalty notices to members, once per member, kind and subject';
 SELECT membership.isolate_table('membership.loyalty_notices');
