@@ -7,6 +7,9 @@ SELECT membership_api.sync_members('[{"external_id": "up"}, {"external_id": "exp
                                    fixture.key('ln-a:org')) IS NOT NULL AS synced;
 SELECT membership.find_member(:'org', 'up') AS up, membership.find_member(:'org', 'exp') AS exp \gset
 
+-- (notices of the suites run before are handed over first)
+SELECT membership.send_loyalty_notices() >= 0 AS earlier_ones_sent;
+
 -- "up" crosses the Silver threshold; "exp" has points that expire in 20 days.
 SELECT membership.earn_points(:'org', :'up', 600000, 'order', 'ln-1') AS upgraded;
 SELECT membership.earn_points(:'org', :'exp', 1000, 'order', 'ln-2', NULL,

@@ -17,6 +17,7 @@
 
 #include "access/htup.h"
 #include "access/skey.h"
+#include "executor/spi.h"
 #include "storage/lwlock.h"
 #include "utils/relcache.h"
 #include "utils/snapshot.h"
@@ -110,6 +111,9 @@ extern bool tenant_may_set_context(void);
 /* identity.c */
 extern const char *caller_kind_name(CallerKind kind);
 extern void identity_resolve(text *api_key, Caller *caller);
+
+/* spiplan.c */
+extern SPIPlanPtr membership_prepare_kept(const char *query, int nargs, Oid *types);
 
 /* digest.c */
 extern void membership_sha256(const void *data, size_t len, uint8 *digest);

@@ -166,17 +166,6 @@ PushWorkerInit(void)
 	}
 }
 
-static SPIPlanPtr
-prepare_kept(const char *query, int nargs, Oid *types)
-{
-	SPIPlanPtr	plan = SPI_prepare(query, nargs, types);
-
-	if (plan == NULL)
-		elog(ERROR, "could not prepare \"%s\": %s", query, SPI_result_code_string(SPI_result));
-	SPI_keepplan(plan);
-	return plan;
-}
-
 static void
 begin_work(const char *activity)
 {
@@ -242,7 +231,7 @@ load_credentials(PushMessage *messages, int n, MemoryContext cxt)
 		if (i == 0 || memcmp(&messages[i].org, &messages[i - 1].org, sizeof(pg_uuid_t)) != 0)
 			orgs[norgs++] = UUIDPGetDatum(&messages[i].org);
 	if (creds_plan == NULL)
-		creds_plan = prepare_kept("SELECT organisation_id, updated_at, fcm_project_id, fcm_client_email, fcm_private_key,"
+		creds_plan = membership_prepare_kept("SELECT organisation_id, updated_at, fcm_project_id, fcm_client_email, fcm_private_key,"
 								  " coalesce(fcm_token_uri, 'https://oauth2.googleapis.com/token'),"
 								  " apns_key_id, apns_team_id, apns_private_key, apns_topic, apns_sandbox"
 								  " FROM membership.push_credentials WHERE organisation_id = ANY ($1)",
@@ -284,7 +273,7 @@ claim(int *n, MemoryContext cxt)
 	PushMessage *messages;
 
 	if (claim_plan == NULL)
-		claim_plan = prepare_kept("SELECT * FROM membership.push_claim($1, $2, $3)", 3, types);
+		claim_plan = membership_prepare_kept("SELECT * FROM membership.push_claim($1, $2, $3)", 3, types);
 	values[0] = Int32GetDatum(push_batch_size);
 	values[1] = Int32GetDatum(push_lease);
 	values[2] = Int32GetDatum(push_max_attempts);
@@ -404,7 +393,7 @@ record(PushMessage *messages, int n)
 	int			lbs[1] = {1};
 
 	if (record_plan == NULL)
-		record_plan = prepare_kept("SELECT membership.push_record($1, $2, $3, $4, $5, $6)", 6, types);
+		record_plan = membership_prepare_kept("SELECT membership.push_record($1, $2, $3, $4, $5, $6)", 6, types);
 	for (int i = 0; i < n; i++)
 	{
 		ids[i] = Int64GetDatum(messages[i].notification_id);
@@ -435,7 +424,7 @@ next_wake(void)
 	if (extension_ready())
 	{
 		if (next_wake_plan == NULL)
-			next_wake_plan = prepare_kept("SELECT membership.push_next_wake()", 0, NULL);
+			next_wake_plan = membership_prepare_kept("SELECT membership.push_next_wake()", 0, NULL);
 		if (SPI_execute_plan(next_wake_plan, NULL, NULL, true, 1) != SPI_OK_SELECT || SPI_processed != 1)
 			elog(ERROR, "could not plan the next push pass");
 		when = DatumGetTimestampTz(spi_datum(0, 1, &isnull));

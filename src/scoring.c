@@ -295,16 +295,8 @@ execute(int stmt, Datum *args, int expected)
 	int			rc;
 
 	if (plans[stmt] == NULL)
-	{
-		SPIPlanPtr	plan = SPI_prepare(statements[stmt].sql, statements[stmt].nargs,
-									   unconstify(Oid *, &statements[stmt].argtypes[0]));
-
-		if (plan == NULL)
-			elog(ERROR, "could not prepare \"%s\": %s", statements[stmt].sql,
-				 SPI_result_code_string(SPI_result));
-		SPI_keepplan(plan);
-		plans[stmt] = plan;
-	}
+		plans[stmt] = membership_prepare_kept(statements[stmt].sql, statements[stmt].nargs,
+											  unconstify(Oid *, &statements[stmt].argtypes[0]));
 	rc = SPI_execute_plan(plans[stmt], args, NULL, read_only, 0);
 	if (rc != expected)
 		elog(ERROR, "\"%s\" failed: %s", statements[stmt].sql, SPI_result_code_string(rc));

@@ -154,17 +154,6 @@ usage_worker_sigterm(SIGNAL_ARGS)
 	errno = save_errno;
 }
 
-static SPIPlanPtr
-prepare_kept(const char *query, int nargs, Oid *types)
-{
-	SPIPlanPtr	plan = SPI_prepare(query, nargs, types);
-
-	if (plan == NULL)
-		elog(ERROR, "could not prepare \"%s\": %s", query, SPI_result_code_string(SPI_result));
-	SPI_keepplan(plan);
-	return plan;
-}
-
 /* An array of an 8-byte pass-by-value type (int8 or timestamptz). */
 static Datum
 int8_array(int64 *values, int n, Oid elemtype)
@@ -188,7 +177,7 @@ flush_counters(UsageSnapshotEntry *entries, int n)
 	int64	   *counts[USAGE_COUNTERS];
 
 	if (flush_usage_plan == NULL)
-		flush_usage_plan = prepare_kept("SELECT membership.flush_usage($1, $2, $3, $4, $5, $6, $7)",
+		flush_usage_plan = membership_prepare_kept("SELECT membership.flush_usage($1, $2, $3, $4, $5, $6, $7)",
 										7, types);
 	for (int c = 0; c < USAGE_COUNTERS; c++)
 		counts[c] = palloc(n * sizeof(int64));
@@ -223,7 +212,7 @@ flush_audit(AuditRecord *records, int n)
 	Datum	   *hashes = palloc(n * sizeof(Datum));
 
 	if (flush_audit_plan == NULL)
-		flush_audit_plan = prepare_kept("SELECT membership.flush_audit($1, $2, $3, $4, $5, $6)", 6, types);
+		flush_audit_plan = membership_prepare_kept("SELECT membership.flush_audit($1, $2, $3, $4, $5, $6)", 6, types);
 	for (int i = 0; i < n; i++)
 	{
 		pg_uuid_t  *org = palloc(sizeof(pg_uuid_t));
@@ -253,7 +242,7 @@ run_detection(int64 minute)
 	Datum		values[1];
 
 	if (detect_plan == NULL)
-		detect_plan = prepare_kept("SELECT membership.detect_abuse($1)", 1, types);
+		detect_plan = membership_prepare_kept("SELECT membership.detect_abuse($1)", 1, types);
 	values[0] = TimestampTzGetDatum(usage_minute_start(minute));
 	if (SPI_execute_plan(detect_plan, values, NULL, false, 0) != SPI_OK_SELECT)
 		elog(ERROR, "could not run abuse detection");
