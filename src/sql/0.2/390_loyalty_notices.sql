@@ -15,8 +15,10 @@
 --       priority 2 (takes a budget slot or waits for one), dropped if it
 --       could only arrive after the points have expired
 --
--- All are push notifications of category "loyalty"; the notice's id is the
--- idempotency key, so a notice is enqueued once however often the job runs.
+-- All are push notifications of category "loyalty", planned by the same
+-- rules as every other (membership.plan_notifications: preferences, quiet
+-- hours, the budget), set-based; the notice's id is the idempotency key,
+-- so a notice is enqueued once however often the job runs.
 
 CREATE FUNCTION membership.send_loyalty_notices(max_notices integer DEFAULT 10000) RETURNS bigint
     LANGUAGE plpgsql SECURITY DEFINER
@@ -26,7 +28,8 @@ DECLARE
     v_orgs uuid[];
     v_org uuid;
     v_left integer := max_notices;
-    v_notice membership.loyalty_notices;
+    v_round bigint[];
+    v_group record;
     v_sent bigint := 0;
 BEGIN
     IF max_notices IS NULL OR max_notices < 1 THEN
@@ -37,29 +40,54 @@ BEGIN
         EXIT WHEN v_left = 0;
         v_org := v_orgs[i];
         PERFORM membership.set_tenant(v_org);
-        -- in member order, as every enqueue locks members, so that this job
-        -- and an audience send never wait for each other in a circle
-        FOR v_notice IN
-            SELECT * FROM membership.loyalty_notices n
-            WHERE n.organisation_id = v_org AND n.notification_id IS NULL
-            ORDER BY n.member_id, n.id
-            LIMIT v_left
-            FOR UPDATE SKIP LOCKED
+        -- Set-based, as an audience send: in rounds of at most one notice
+        -- per member (a member's budget is planned once per statement),
+        -- each round's members locked in id order, then one planning
+        -- statement and one insert per priority and deadline.
         LOOP
-            UPDATE membership.loyalty_notices n
-            SET notification_id = (
-                SELECT e.notification_id
-                FROM membership.enqueue_notification(
-                    v_org, v_notice.member_id, 'push',
-                    CASE WHEN v_notice.kind = 'points_expiring' THEN 2 ELSE 1 END,
-                    'loyalty', v_notice.title, v_notice.body,
-                    v_notice.data || jsonb_build_object('kind', v_notice.kind),
-                    'organisation', 'loyalty:' || v_notice.id,
-                    CASE WHEN v_notice.kind = 'points_expiring'
-                         THEN (v_notice.data ->> 'expires_on')::date::timestamptz END) AS e)
-            WHERE n.id = v_notice.id;
-            v_sent := v_sent + 1;
-            v_left := v_left - 1;
+            v_round := ARRAY(
+                SELECT first.id
+                FROM (SELECT DISTINCT ON (n.member_id) n.id, n.member_id
+                      FROM membership.loyalty_notices n
+                      WHERE n.organisation_id = v_org AND n.notification_id IS NULL
+                      ORDER BY n.member_id, n.id) AS first
+                ORDER BY first.member_id
+                LIMIT v_left);
+            EXIT WHEN cardinality(v_round) = 0;
+            PERFORM FROM membership.members m
+            WHERE m.id IN (SELECT n.member_id FROM membership.loyalty_notices n WHERE n.id = ANY (v_round))
+            ORDER BY m.id FOR NO KEY UPDATE;
+
+            FOR v_group IN
+                SELECT g.priority, g.not_after, array_agg(g.member_id ORDER BY g.member_id) AS members
+                FROM (SELECT n.member_id,
+                             CASE WHEN n.kind = 'points_expiring' THEN 2 ELSE 1 END AS priority,
+                             CASE WHEN n.kind = 'points_expiring'
+                                  THEN (n.data ->> 'expires_on')::date::timestamptz END AS not_after
+                      FROM membership.loyalty_notices n WHERE n.id = ANY (v_round)) AS g
+                GROUP BY g.priority, g.not_after
+            LOOP
+                INSERT INTO membership.notifications
+                    (organisation_id, member_id, channel, priority, category, title, body, data, sender,
+                     idempotency_key, status, reason, budgeted, slot_at, due_at, not_after)
+                SELECT v_org, p.member_id, 'push', v_group.priority, 'loyalty', n.title, n.body,
+                       n.data || jsonb_build_object('kind', n.kind), 'organisation', 'loyalty:' || n.id,
+                       p.status, p.reason, p.budgeted, p.slot_at, p.due_at, v_group.not_after
+                FROM membership.plan_notifications(v_org, v_group.members, 'push', v_group.priority, 'loyalty',
+                                                   v_group.not_after, pg_catalog.now()) AS p
+                JOIN membership.loyalty_notices n ON n.member_id = p.member_id AND n.id = ANY (v_round)
+                ON CONFLICT ON CONSTRAINT notifications_organisation_id_idempotency_key_key DO NOTHING;
+            END LOOP;
+
+            -- the notification each became (inserted now, or by a run
+            -- that got there first)
+            UPDATE membership.loyalty_notices n SET notification_id = o.id
+            FROM membership.notifications o
+            WHERE n.id = ANY (v_round)
+              AND o.organisation_id = v_org AND o.idempotency_key = 'loyalty:' || n.id;
+            v_sent := v_sent + cardinality(v_round);
+            v_left := v_left - cardinality(v_round);
+            EXIT WHEN v_left = 0;
         END LOOP;
         PERFORM membership.report_job_progress(i, cardinality(v_orgs), 'organisations');
     END LOOP;
