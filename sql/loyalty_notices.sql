@@ -37,5 +37,15 @@ SELECT membership.earn_points(:'org', :'exp', 1500000, 'order', 'ln-3') AS upgra
        membership.earn_points(:'org', :'up', 1000000, 'order', 'ln-4') AS upgraded_again;
 SELECT count(*) AS pending FROM membership.loyalty_notices WHERE organisation_id = :'org' AND notification_id IS NULL;
 SELECT membership.send_loyalty_notices(1) AS capped, membership.send_loyalty_notices() AS the_rest;
+-- Two notices of one member waiting at once (Silver, then Gold): one
+-- notification each, planned one after the other.
+SELECT membership_api.sync_members('[{"external_id": "twice"}]', 'delta', fixture.key('ln-a:org')) IS NOT NULL AS synced;
+SELECT membership.earn_points(:'org', membership.find_member(:'org', 'twice'), 600000, 'order', 'ln-5') AS silver,
+       membership.earn_points(:'org', membership.find_member(:'org', 'twice'), 1000000, 'order', 'ln-6') AS gold;
+SELECT membership.send_loyalty_notices() AS sent_for_twice;
+SELECT n.data ->> 'tier' AS tier, o.title, o.status, o.reason
+FROM membership.loyalty_notices n JOIN membership.notifications o ON o.id = n.notification_id
+WHERE n.member_id = membership.find_member(:'org', 'twice') ORDER BY n.id;
+
 SELECT fixture.try('SELECT membership.send_loyalty_notices(0)');
 SELECT fixture.try('SELECT membership.send_loyalty_notices(NULL)');
