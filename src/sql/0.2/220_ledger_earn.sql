@@ -222,17 +222,37 @@ BEGIN
             MESSAGE = v_problem;
     END IF;
     FOR attempt IN 1 .. 2 LOOP
-        SELECT c.points, c.rules, a.balance, p.expiry_months, t.threshold
+        -- the rules of loyalty_earn_calc(), inlined: one event needs no
+        -- function call, array or materialised rule set
+        SELECT (floor(floor(amount_cents * coalesce(lp.points_per_unit, p.points_per_unit)
+                            / coalesce(lp.unit_cents, p.unit_cents))
+                      * coalesce(b.multiplier, 1) * t.multiplier) + coalesce(b.bonus, 0))::bigint,
+               coalesce(b.ids, '{}'), a.balance, p.expiry_months, t.threshold
         INTO v_points, v_rules, v_balance, v_months, v_old_threshold
         FROM membership.loyalty_accounts a
         JOIN membership.loyalty_programs p ON p.organisation_id = a.organisation_id
         JOIN membership.loyalty_tiers t ON t.organisation_id = a.organisation_id AND t.tier = a.tier
         LEFT JOIN membership.loyalty_partners lp ON lp.organisation_id = a.organisation_id
                                                 AND lp.provider_id = partner AND lp.active
-        CROSS JOIN LATERAL membership.loyalty_earn_calc(a.organisation_id, ARRAY[
-            ROW(1, source_type, amount_cents, category, v_at, a.purchases = 0, t.multiplier,
-                coalesce(lp.points_per_unit, p.points_per_unit),
-                coalesce(lp.unit_cents, p.unit_cents))::membership.loyalty_earn_input]) c
+        LEFT JOIN LATERAL (
+            SELECT max(best.multiplier) AS multiplier, sum(best.bonus_points) AS bonus,
+                   array_agg(best.id ORDER BY best.id) AS ids
+            FROM (SELECT DISTINCT ON (r.kind) r.id, r.multiplier, r.bonus_points
+                  FROM membership.loyalty_earn_rules r
+                  WHERE r.organisation_id = a.organisation_id AND r.active
+                    AND (r.valid_from IS NULL OR r.valid_from <= v_at)
+                    AND (r.valid_until IS NULL OR r.valid_until > v_at)
+                    AND CASE r.kind
+                            WHEN 'category_multiplier' THEN r.category = earn_points.category AND amount_cents > 0
+                            WHEN 'fixed_bonus' THEN amount_cents > 0
+                                                    AND (r.category IS NULL OR r.category = earn_points.category)
+                            WHEN 'order_threshold' THEN amount_cents >= r.min_amount_cents
+                                                        AND (r.category IS NULL OR r.category = earn_points.category)
+                            WHEN 'first_purchase' THEN amount_cents > 0 AND a.purchases = 0
+                            ELSE r.kind = earn_points.source_type
+                        END
+                  ORDER BY r.kind, r.priority DESC, r.id) best
+        ) b ON true
         WHERE a.member_id = member AND a.organisation_id = organisation
         FOR UPDATE OF a;
         EXIT WHEN FOUND;
@@ -327,6 +347,7 @@ DECLARE
     v_wave_points bigint[];
     v_cut_members uuid[];
     v_cut_idx integer[];
+    v_upgrade uuid[];
     v_prior jsonb;
     v_points bigint[];
     v_n integer;
@@ -369,6 +390,7 @@ BEGIN
                CASE WHEN jsonb_typeof(e.x) = 'object' AND (e.x ->> 'member_id') ~* '^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$'
                     THEN (e.x ->> 'member_id')::uuid END AS member_uuid,
                CASE WHEN jsonb_typeof(e.x) = 'object' THEN e.x ->> 'external_id' END AS external_id
+        OFFSET 0  -- evaluate each field once, not at every use
     ) f
     LEFT JOIN membership.members by_id
            ON by_id.id = f.member_uuid AND by_id.organisation_id = earn_points_batch.organisation
@@ -418,17 +440,19 @@ BEGIN
                        OVER (PARTITION BY e.member_id ORDER BY e.idx
                              ROWS BETWEEN UNBOUNDED PRECEDING AND 1 PRECEDING) = 0 AS first_in_batch
             FROM unnest(v_pending) e
+        ), tier AS (
+            -- each tier with the threshold of the next one up (thresholds are unique)
+            SELECT t.tier, t.multiplier, lead(t.threshold) OVER (ORDER BY t.threshold) AS next_threshold
+            FROM membership.loyalty_tiers t WHERE t.organisation_id = earn_points_batch.organisation
         ), input AS (
             SELECT ev.*, a.balance, a.qualifying_year, a.qualifying_points, p.expiry_months,
                    a.purchases = 0 AND ev.first_in_batch AS first_purchase, t.multiplier AS tier_multiplier,
-                   p.points_per_unit, p.unit_cents,
-                   (SELECT min(n.threshold) FROM membership.loyalty_tiers n
-                    WHERE n.organisation_id = a.organisation_id AND n.threshold > t.threshold) AS next_threshold
+                   p.points_per_unit, p.unit_cents, t.next_threshold
             FROM ev
             JOIN membership.loyalty_accounts a ON a.member_id = ev.member_id
                                               AND a.organisation_id = earn_points_batch.organisation
             JOIN membership.loyalty_programs p ON p.organisation_id = a.organisation_id
-            JOIN membership.loyalty_tiers t ON t.organisation_id = a.organisation_id AND t.tier = a.tier
+            JOIN tier t ON t.tier = a.tier
         ), earned AS (
             SELECT * FROM membership.loyalty_earn_calc(organisation, ARRAY(
                 SELECT ROW(i.idx, i.source_type, i.amount_cents, i.category, i.occurred_at, i.first_purchase,
@@ -476,19 +500,25 @@ BEGIN
             FROM (SELECT x.member_id, sum(x.points) AS points, count(*) FILTER (WHERE x.amount_cents > 0) AS purchases,
                          max(x.year) AS last_year, max(x.occurred_at) AS last_at,
                          sum(x.points) FILTER (WHERE x.year = x.qualifying_year) AS same_year_points,
-                         sum(x.points) FILTER (WHERE x.year = x.last_year) AS last_year_points
+                         sum(x.points) FILTER (WHERE x.year = x.last_year) AS last_year_points,
+                         max(x.next_threshold) AS next_threshold
                   FROM accepted x GROUP BY x.member_id) s
             WHERE a.member_id = s.member_id AND a.organisation_id = earn_points_batch.organisation
-            RETURNING a.member_id
+            RETURNING a.member_id, a.qualifying_points >= s.next_threshold AS may_upgrade
         )
         SELECT (SELECT array_agg(x.idx) FROM accepted x), (SELECT array_agg(x.points) FROM accepted x),
                (SELECT array_agg(c.member_id) FROM cut c), (SELECT array_agg(c.idx) FROM cut c),
-               (SELECT count(*) FROM account)::integer
-        INTO v_wave_idx, v_wave_points, v_cut_members, v_cut_idx, v_n;
+               (SELECT array_agg(ac.member_id ORDER BY ac.member_id) FROM account ac WHERE ac.may_upgrade)
+        INTO v_wave_idx, v_wave_points, v_cut_members, v_cut_idx, v_upgrade;
 
         v_done_idx := v_done_idx || v_wave_idx;
         v_done_points := v_done_points || v_wave_points;
-        PERFORM membership.loyalty_apply_upgrades(organisation, v_members);
+        -- Only an account whose qualifying points now reach the next tier
+        -- up can be upgraded (every pending member's account is written,
+        -- and so checked, in the first wave).
+        IF v_upgrade IS NOT NULL THEN
+            PERFORM membership.loyalty_apply_upgrades(organisation, v_upgrade);
+        END IF;
         -- what is left: each member's events after the one that crossed
         SELECT array_agg(e ORDER BY e.idx) INTO v_pending
         FROM unnest(v_pending) e
