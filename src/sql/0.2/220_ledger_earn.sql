@@ -349,7 +349,6 @@ DECLARE
     v_cut_idx integer[];
     v_upgrade uuid[];
     v_prior jsonb;
-    v_points bigint[];
     v_n integer;
 BEGIN
     PERFORM membership.enter_organisation(organisation);
@@ -387,16 +386,19 @@ BEGIN
                CASE WHEN jsonb_typeof(e.x) = 'object' THEN e.x ->> 'category' END AS category,
                CASE WHEN jsonb_typeof(e.x) = 'object'
                     THEN coalesce((e.x ->> 'occurred_at')::timestamptz, now()) END AS occurred_at,
-               CASE WHEN jsonb_typeof(e.x) = 'object' AND (e.x ->> 'member_id') ~* '^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$'
+               CASE WHEN jsonb_typeof(e.x) = 'object' AND (e.x ->> 'member_id') ~ '^[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}$'
                     THEN (e.x ->> 'member_id')::uuid END AS member_uuid,
                CASE WHEN jsonb_typeof(e.x) = 'object' THEN e.x ->> 'external_id' END AS external_id
         OFFSET 0  -- evaluate each field once, not at every use
     ) f
     LEFT JOIN membership.members by_id
            ON by_id.id = f.member_uuid AND by_id.organisation_id = earn_points_batch.organisation
-    LEFT JOIN membership.members by_external_id
-           ON f.member_uuid IS NULL AND by_external_id.organisation_id = earn_points_batch.organisation
-          AND by_external_id.external_id = f.external_id;
+    LEFT JOIN LATERAL (
+        SELECT m.id FROM membership.members m
+        WHERE f.member_uuid IS NULL AND m.organisation_id = earn_points_batch.organisation
+          AND m.external_id = f.external_id
+        OFFSET 0  -- looked up by the index, only for events that give an external_id
+    ) by_external_id ON true;
 
     -- What was earned before under the keys of this batch, looked up by
     -- the unique index (a jsonb object: key -> the entry).
@@ -434,7 +436,7 @@ BEGIN
     ORDER BY a.member_id FOR UPDATE;
 
     WHILE coalesce(cardinality(v_pending), 0) > 0 LOOP
-        WITH ev AS (
+        WITH ev AS MATERIALIZED (
             SELECT e.*, date_part('year', e.occurred_at AT TIME ZONE 'UTC')::integer AS year,
                    count(*) FILTER (WHERE e.amount_cents > 0)
                        OVER (PARTITION BY e.member_id ORDER BY e.idx
@@ -525,14 +527,11 @@ BEGIN
         JOIN unnest(v_cut_members, v_cut_idx) AS c(member_id, idx) ON c.member_id = e.member_id AND e.idx > c.idx;
     END LOOP;
 
-    -- The points of each event earned now, by its position.
-    v_points := array_fill(NULL::bigint, ARRAY[jsonb_array_length(events)]);
-    FOR k IN 1 .. coalesce(cardinality(v_done_idx), 0) LOOP
-        v_points[v_done_idx[k]] := v_done_points[k];
-    END LOOP;
-
     RETURN QUERY
-    WITH ev AS (
+    WITH done AS (
+        -- the points of each event earned now, by its position
+        SELECT * FROM unnest(v_done_idx, v_done_points) AS d(idx, points)
+    ), ev AS (
         SELECT e.*, 'earn:' || e.source_type || ':' || e.source_ref AS key,
                first_value(e) OVER (PARTITION BY e.problem IS NULL, e.source_type, e.source_ref ORDER BY e.idx)
                    AS first
@@ -555,12 +554,13 @@ BEGIN
     SELECT j.idx, j.source_type, j.source_ref, j.member_id,
            CASE WHEN j.error IS NOT NULL THEN NULL
                 WHEN j.prior IS NOT NULL THEN (j.prior ->> 'points')::bigint
-                ELSE v_points[(j.first).idx] END,
+                ELSE d.points END,
            CASE WHEN j.error IS NOT NULL THEN 'rejected'
                 WHEN j.prior IS NOT NULL OR (j.first).idx <> j.idx THEN 'replayed'
                 ELSE 'earned' END,
            j.error
     FROM judged j
+    LEFT JOIN done d ON d.idx = (j.first).idx
     ORDER BY j.idx;
 END
 $$;
