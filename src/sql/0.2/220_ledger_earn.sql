@@ -367,7 +367,9 @@ BEGIN
     SELECT array_agg(ROW(e.idx, coalesce(by_id.id, by_external_id.id), f.amount_cents, f.source_type,
                          f.source_ref, f.category, f.occurred_at,
                          CASE WHEN jsonb_typeof(e.x) <> 'object' THEN 'event must be a JSON object'
-                              WHEN f.amount_text !~ '^-?[0-9]{1,18}$' THEN 'amount_cents must be an integer'
+                              -- amount_cents is NULL when amount_text is not an integer
+                              WHEN f.amount_text IS NOT NULL AND f.amount_cents IS NULL
+                                  THEN 'amount_cents must be an integer'
                               WHEN e.x ? 'member_id' = e.x ? 'external_id'
                                   THEN 'give the member_id or the external_id of the member'
                               ELSE coalesce(membership.loyalty_event_problem(f.amount_cents, f.source_type,
