@@ -222,37 +222,17 @@ BEGIN
             MESSAGE = v_problem;
     END IF;
     FOR attempt IN 1 .. 2 LOOP
-        -- the rules of loyalty_earn_calc(), inlined: one event needs no
-        -- function call, array or materialised rule set
-        SELECT (floor(floor(amount_cents * coalesce(lp.points_per_unit, p.points_per_unit)
-                            / coalesce(lp.unit_cents, p.unit_cents))
-                      * coalesce(b.multiplier, 1) * t.multiplier) + coalesce(b.bonus, 0))::bigint,
-               coalesce(b.ids, '{}'), a.balance, p.expiry_months, t.threshold
+        SELECT c.points, c.rules, a.balance, p.expiry_months, t.threshold
         INTO v_points, v_rules, v_balance, v_months, v_old_threshold
         FROM membership.loyalty_accounts a
         JOIN membership.loyalty_programs p ON p.organisation_id = a.organisation_id
         JOIN membership.loyalty_tiers t ON t.organisation_id = a.organisation_id AND t.tier = a.tier
         LEFT JOIN membership.loyalty_partners lp ON lp.organisation_id = a.organisation_id
                                                 AND lp.provider_id = partner AND lp.active
-        LEFT JOIN LATERAL (
-            SELECT max(best.multiplier) AS multiplier, sum(best.bonus_points) AS bonus,
-                   array_agg(best.id ORDER BY best.id) AS ids
-            FROM (SELECT DISTINCT ON (r.kind) r.id, r.multiplier, r.bonus_points
-                  FROM membership.loyalty_earn_rules r
-                  WHERE r.organisation_id = a.organisation_id AND r.active
-                    AND (r.valid_from IS NULL OR r.valid_from <= v_at)
-                    AND (r.valid_until IS NULL OR r.valid_until > v_at)
-                    AND CASE r.kind
-                            WHEN 'category_multiplier' THEN r.category = earn_points.category AND amount_cents > 0
-                            WHEN 'fixed_bonus' THEN amount_cents > 0
-                                                    AND (r.category IS NULL OR r.category = earn_points.category)
-                            WHEN 'order_threshold' THEN amount_cents >= r.min_amount_cents
-                                                        AND (r.category IS NULL OR r.category = earn_points.category)
-                            WHEN 'first_purchase' THEN amount_cents > 0 AND a.purchases = 0
-                            ELSE r.kind = earn_points.source_type
-                        END
-                  ORDER BY r.kind, r.priority DESC, r.id) best
-        ) b ON true
+        CROSS JOIN LATERAL membership.loyalty_earn_calc(a.organisation_id, ARRAY[
+            ROW(1, source_type, amount_cents, category, v_at, a.purchases = 0, t.multiplier,
+                coalesce(lp.points_per_unit, p.points_per_unit),
+                coalesce(lp.unit_cents, p.unit_cents))::membership.loyalty_earn_input]) c
         WHERE a.member_id = member AND a.organisation_id = organisation
         FOR UPDATE OF a;
         EXIT WHEN FOUND;
