@@ -124,6 +124,10 @@ SELECT idx, source_ref, points, status, error FROM membership.earn_points_batch(
 SELECT * FROM pg_temp.balances(:'org') WHERE member IN ('m4', 'm5');
 SELECT fixture.try(format($$SELECT membership.earn_points_batch(%L, '{"events": []}')$$, :'org'));
 SELECT count(*) AS empty_batch FROM membership.earn_points_batch(:'org', '[]');
+-- a member_id in upper case is the same member (a replay of o-2)
+SELECT idx, points, status, error FROM membership.earn_points_batch(:'org', jsonb_build_array(
+    jsonb_build_object('member_id', upper(:'m1'), 'amount_cents', 3000, 'source_type', 'order',
+                       'source_ref', 'o-2', 'category', 'books')));
 
 -- Redemption: buckets consumed oldest expiry first, partially, with
 -- allocations.  m1's buckets expire 12 months after each earn.

@@ -327,8 +327,8 @@ DECLARE
     v_wave_points bigint[];
     v_cut_members uuid[];
     v_cut_idx integer[];
+    v_upgrade uuid[];
     v_prior jsonb;
-    v_points bigint[];
     v_n integer;
 BEGIN
     PERFORM membership.enter_organisation(organisation);
@@ -347,7 +347,9 @@ BEGIN
     SELECT array_agg(ROW(e.idx, coalesce(by_id.id, by_external_id.id), f.amount_cents, f.source_type,
                          f.source_ref, f.category, f.occurred_at,
                          CASE WHEN jsonb_typeof(e.x) <> 'object' THEN 'event must be a JSON object'
-                              WHEN f.amount_text !~ '^-?[0-9]{1,18}$' THEN 'amount_cents must be an integer'
+                              -- amount_cents is NULL when amount_text is not an integer
+                              WHEN f.amount_text IS NOT NULL AND f.amount_cents IS NULL
+                                  THEN 'amount_cents must be an integer'
                               WHEN e.x ? 'member_id' = e.x ? 'external_id'
                                   THEN 'give the member_id or the external_id of the member'
                               ELSE coalesce(membership.loyalty_event_problem(f.amount_cents, f.source_type,
@@ -366,15 +368,19 @@ BEGIN
                CASE WHEN jsonb_typeof(e.x) = 'object' THEN e.x ->> 'category' END AS category,
                CASE WHEN jsonb_typeof(e.x) = 'object'
                     THEN coalesce((e.x ->> 'occurred_at')::timestamptz, now()) END AS occurred_at,
-               CASE WHEN jsonb_typeof(e.x) = 'object' AND (e.x ->> 'member_id') ~* '^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$'
+               CASE WHEN jsonb_typeof(e.x) = 'object' AND (e.x ->> 'member_id') ~ '^[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}$'
                     THEN (e.x ->> 'member_id')::uuid END AS member_uuid,
                CASE WHEN jsonb_typeof(e.x) = 'object' THEN e.x ->> 'external_id' END AS external_id
+        OFFSET 0  -- evaluate each field once, not at every use
     ) f
     LEFT JOIN membership.members by_id
            ON by_id.id = f.member_uuid AND by_id.organisation_id = earn_points_batch.organisation
-    LEFT JOIN membership.members by_external_id
-           ON f.member_uuid IS NULL AND by_external_id.organisation_id = earn_points_batch.organisation
-          AND by_external_id.external_id = f.external_id;
+    LEFT JOIN LATERAL (
+        SELECT m.id FROM membership.members m
+        WHERE f.member_uuid IS NULL AND m.organisation_id = earn_points_batch.organisation
+          AND m.external_id = f.external_id
+        OFFSET 0  -- looked up by the index, only for events that give an external_id
+    ) by_external_id ON true;
 
     -- What was earned before under the keys of this batch, looked up by
     -- the unique index (a jsonb object: key -> the entry).
@@ -412,23 +418,25 @@ BEGIN
     ORDER BY a.member_id FOR UPDATE;
 
     WHILE coalesce(cardinality(v_pending), 0) > 0 LOOP
-        WITH ev AS (
+        WITH ev AS MATERIALIZED (
             SELECT e.*, date_part('year', e.occurred_at AT TIME ZONE 'UTC')::integer AS year,
                    count(*) FILTER (WHERE e.amount_cents > 0)
                        OVER (PARTITION BY e.member_id ORDER BY e.idx
                              ROWS BETWEEN UNBOUNDED PRECEDING AND 1 PRECEDING) = 0 AS first_in_batch
             FROM unnest(v_pending) e
+        ), tier AS (
+            -- each tier with the threshold of the next one up (thresholds are unique)
+            SELECT t.tier, t.multiplier, lead(t.threshold) OVER (ORDER BY t.threshold) AS next_threshold
+            FROM membership.loyalty_tiers t WHERE t.organisation_id = earn_points_batch.organisation
         ), input AS (
             SELECT ev.*, a.balance, a.qualifying_year, a.qualifying_points, p.expiry_months,
                    a.purchases = 0 AND ev.first_in_batch AS first_purchase, t.multiplier AS tier_multiplier,
-                   p.points_per_unit, p.unit_cents,
-                   (SELECT min(n.threshold) FROM membership.loyalty_tiers n
-                    WHERE n.organisation_id = a.organisation_id AND n.threshold > t.threshold) AS next_threshold
+                   p.points_per_unit, p.unit_cents, t.next_threshold
             FROM ev
             JOIN membership.loyalty_accounts a ON a.member_id = ev.member_id
                                               AND a.organisation_id = earn_points_batch.organisation
             JOIN membership.loyalty_programs p ON p.organisation_id = a.organisation_id
-            JOIN membership.loyalty_tiers t ON t.organisation_id = a.organisation_id AND t.tier = a.tier
+            JOIN tier t ON t.tier = a.tier
         ), earned AS (
             SELECT * FROM membership.loyalty_earn_calc(organisation, ARRAY(
                 SELECT ROW(i.idx, i.source_type, i.amount_cents, i.category, i.occurred_at, i.first_purchase,
@@ -476,33 +484,36 @@ BEGIN
             FROM (SELECT x.member_id, sum(x.points) AS points, count(*) FILTER (WHERE x.amount_cents > 0) AS purchases,
                          max(x.year) AS last_year, max(x.occurred_at) AS last_at,
                          sum(x.points) FILTER (WHERE x.year = x.qualifying_year) AS same_year_points,
-                         sum(x.points) FILTER (WHERE x.year = x.last_year) AS last_year_points
+                         sum(x.points) FILTER (WHERE x.year = x.last_year) AS last_year_points,
+                         max(x.next_threshold) AS next_threshold
                   FROM accepted x GROUP BY x.member_id) s
             WHERE a.member_id = s.member_id AND a.organisation_id = earn_points_batch.organisation
-            RETURNING a.member_id
+            RETURNING a.member_id, a.qualifying_points >= s.next_threshold AS may_upgrade
         )
         SELECT (SELECT array_agg(x.idx) FROM accepted x), (SELECT array_agg(x.points) FROM accepted x),
                (SELECT array_agg(c.member_id) FROM cut c), (SELECT array_agg(c.idx) FROM cut c),
-               (SELECT count(*) FROM account)::integer
-        INTO v_wave_idx, v_wave_points, v_cut_members, v_cut_idx, v_n;
+               (SELECT array_agg(ac.member_id ORDER BY ac.member_id) FROM account ac WHERE ac.may_upgrade)
+        INTO v_wave_idx, v_wave_points, v_cut_members, v_cut_idx, v_upgrade;
 
         v_done_idx := v_done_idx || v_wave_idx;
         v_done_points := v_done_points || v_wave_points;
-        PERFORM membership.loyalty_apply_upgrades(organisation, v_members);
+        -- Only an account whose qualifying points now reach the next tier
+        -- up can be upgraded (every pending member's account is written,
+        -- and so checked, in the first wave).
+        IF v_upgrade IS NOT NULL THEN
+            PERFORM membership.loyalty_apply_upgrades(organisation, v_upgrade);
+        END IF;
         -- what is left: each member's events after the one that crossed
         SELECT array_agg(e ORDER BY e.idx) INTO v_pending
         FROM unnest(v_pending) e
         JOIN unnest(v_cut_members, v_cut_idx) AS c(member_id, idx) ON c.member_id = e.member_id AND e.idx > c.idx;
     END LOOP;
 
-    -- The points of each event earned now, by its position.
-    v_points := array_fill(NULL::bigint, ARRAY[jsonb_array_length(events)]);
-    FOR k IN 1 .. coalesce(cardinality(v_done_idx), 0) LOOP
-        v_points[v_done_idx[k]] := v_done_points[k];
-    END LOOP;
-
     RETURN QUERY
-    WITH ev AS (
+    WITH done AS (
+        -- the points of each event earned now, by its position
+        SELECT * FROM unnest(v_done_idx, v_done_points) AS d(idx, points)
+    ), ev AS (
         SELECT e.*, 'earn:' || e.source_type || ':' || e.source_ref AS key,
                first_value(e) OVER (PARTITION BY e.problem IS NULL, e.source_type, e.source_ref ORDER BY e.idx)
                    AS first
@@ -525,12 +536,13 @@ BEGIN
     SELECT j.idx, j.source_type, j.source_ref, j.member_id,
            CASE WHEN j.error IS NOT NULL THEN NULL
                 WHEN j.prior IS NOT NULL THEN (j.prior ->> 'points')::bigint
-                ELSE v_points[(j.first).idx] END,
+                ELSE d.points END,
            CASE WHEN j.error IS NOT NULL THEN 'rejected'
                 WHEN j.prior IS NOT NULL OR (j.first).idx <> j.idx THEN 'replayed'
                 ELSE 'earned' END,
            j.error
     FROM judged j
+    LEFT JOIN done d ON d.idx = (j.first).idx
     ORDER BY j.idx;
 END
 $$;
