@@ -22,7 +22,7 @@ WHERE n.organisation_id = :'org' ORDER BY 1, 2;
 -- The job hands both over, once.
 SELECT membership.send_loyalty_notices() AS sent;
 SELECT m.external_id, o.channel, o.priority, o.category, o.status, o.reason, o.sender,
-       o.not_after::date - current_date AS not_after_in_days,
+       o.not_after = (n.data ->> 'expires_on')::date::timestamptz AS not_after_is_expiry,
        o.data ->> 'kind' AS kind, o.idempotency_key = 'loyalty:' || n.id AS keyed_by_notice
 FROM membership.loyalty_notices n
 JOIN membership.notifications o ON o.id = n.notification_id
