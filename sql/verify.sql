@@ -95,7 +95,7 @@ BEGIN
 EXCEPTION WHEN SQLSTATE 'PT429' THEN
     GET STACKED DIAGNOSTICS v_hint = PG_EXCEPTION_HINT, v_detail = PG_EXCEPTION_DETAIL;
     RAISE NOTICE 'hint matches: %, detail: %', v_hint ~ '^Retry after ([1-9]|[1-5][0-9]|60) seconds\.$',
-        regexp_replace(v_detail, 'mk_[a-z2-7]{8}', 'mk_XXXXXXXX');
+        regexp_replace(v_detail, 'mk_[a-z2-7]{8}', 'mk_<prefix>');
 END
 $$;
 -- A plan change applies to the next call.

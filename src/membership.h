@@ -4,7 +4,8 @@
  *	  Declarations shared by the subsystems of the membership extension.
  *
  * Each subsystem lives in its own file with its own prefix and exports an
- * XxxInit() that _PG_init() calls once.  This header holds what more than
+ * initialisation function (TenantInit(), KeyCacheInit(), ...) that
+ * _PG_init() calls once.  This header holds what more than
  * one subsystem needs: error codes, the tenant context and the caller
  * identity.
  *

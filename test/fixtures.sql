@@ -46,7 +46,7 @@ EXCEPTION WHEN OTHERS THEN
     GET STACKED DIAGNOSTICS v_state = RETURNED_SQLSTATE, v_message = MESSAGE_TEXT;
     -- key prefixes and ids are random: mask them
     RETURN v_state || ': ' || regexp_replace(regexp_replace(v_message,
-        'mk_[a-z2-7]{8}', 'mk_XXXXXXXX', 'g'),
+        'mk_[a-z2-7]{8}', 'mk_<prefix>', 'g'),
         '[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}', '<uuid>', 'g');
 END
 $$;

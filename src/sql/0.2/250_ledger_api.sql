@@ -135,6 +135,20 @@ GRANT EXECUTE ON FUNCTION membership_api.redeem(bigint, text, bigint, uuid) TO m
 COMMENT ON FUNCTION membership_api.redeem(bigint, text, bigint, uuid) IS
     'the calling member redeems points for a discount or an option; idempotent on request_id';
 
+-- A partner's transaction id: what partner_earn and partner_redeem are
+-- idempotent on.
+CREATE FUNCTION membership.check_partner_transaction(transaction_id text) RETURNS void
+    LANGUAGE plpgsql IMMUTABLE
+    SET search_path = pg_catalog, membership, pg_temp
+    AS $$
+BEGIN
+    IF transaction_id IS NULL OR transaction_id = '' OR length(transaction_id) > 160 THEN
+        RAISE EXCEPTION USING ERRCODE = 'invalid_parameter_value',
+            MESSAGE = 'transaction_id must be 1 to 160 characters';
+    END IF;
+END
+$$;
+
 -- The partner calling with its key, and the member it names.  Raises
 -- PT403 unless the provider is an active partner of the key's
 -- organisation, PT404 for a member who is not a current member of it.
@@ -187,10 +201,7 @@ DECLARE
     v_call record := membership.loyalty_partner_call(api_key, email, user_id);
     v_points bigint;
 BEGIN
-    IF transaction_id IS NULL OR transaction_id = '' OR length(transaction_id) > 160 THEN
-        RAISE EXCEPTION USING ERRCODE = 'invalid_parameter_value',
-            MESSAGE = 'transaction_id must be 1 to 160 characters';
-    END IF;
+    PERFORM membership.check_partner_transaction(transaction_id);
     BEGIN
         v_points := membership.earn_points((v_call.caller).organisation_id, v_call.member, amount_cents, 'partner',
                                            (v_call.caller).provider_id || ':' || transaction_id, category,
@@ -242,10 +253,7 @@ DECLARE
     v_call record := membership.loyalty_partner_call(api_key, email, user_id);
     v_result jsonb;
 BEGIN
-    IF transaction_id IS NULL OR transaction_id = '' OR length(transaction_id) > 160 THEN
-        RAISE EXCEPTION USING ERRCODE = 'invalid_parameter_value',
-            MESSAGE = 'transaction_id must be 1 to 160 characters';
-    END IF;
+    PERFORM membership.check_partner_transaction(transaction_id);
     BEGIN
         v_result := membership.redeem_points((v_call.caller).organisation_id, v_call.member, points,
                                              'partner:' || (v_call.caller).provider_id || ':' || transaction_id,
