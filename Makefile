@@ -8,7 +8,7 @@ EXTENSION = membership
 # changes: the install script of a release is every piece up to it, and the
 # upgrade script from the previous release is exactly that release's pieces,
 # so both routes run the same statements (test/integration/upgrade.sh).
-RELEASES = 0.1 0.2
+RELEASES = 0.1 0.2 0.3
 
 LATEST = $(lastword $(RELEASES))
 UPGRADE_FROM = $(filter-out $(LATEST),$(RELEASES))
