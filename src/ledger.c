@@ -3,12 +3,14 @@
  * ledger.c
  *	  The loyalty ledger's per-event check, in C.
  *
- * earn_points() checks its one event and earn_points_batch() every event
- * of a batch with the same function, membership.loyalty_event_problem():
- * it returns what is wrong with an event, or NULL.  It runs once per event
- * of every batch, so it is C: a PL/pgSQL or SQL version costs a function
- * call with its own search_path per event, more than the check itself.
- * The rest of the ledger is SQL (src/sql/0.2/2xx_ledger_*.sql).
+ * earn_points() (src/ledger_earn.c) checks its one event and
+ * earn_points_batch() every event of a batch with the same check,
+ * ledger_event_problem(), which SQL calls as
+ * membership.loyalty_event_problem(): it returns what is wrong with an
+ * event, or NULL.  It runs once per event of every batch, so it is C: a
+ * PL/pgSQL or SQL version costs a function call with its own search_path
+ * per event, more than the check itself.  The rest of the ledger is SQL
+ * (src/sql/0.2/2xx_ledger_*.sql, src/sql/0.3/2xx_*.sql).
  *
  *-------------------------------------------------------------------------
  */
@@ -79,64 +81,75 @@ now_plus(int32 months, int64 usecs)
 }
 
 /*
- * membership.loyalty_event_problem(amount_cents bigint, source_type text,
- *     source_ref text, category text, occurred_at timestamptz) RETURNS text
- *
  * What is wrong with an event to earn points for, as an error message in
  * PostgreSQL's style, or NULL when nothing is.  The checks, in order: the
  * required values are there; the amount is 0 to 100,000,000,000 cents and
  * positive for a purchase; the source type is an identifier; the source
  * reference is 1 to 200 characters; a category is 1 to 100; occurred_at is
  * not in the future (5 minutes' clock skew allowed) nor more than 10 years
- * ago.
+ * ago.  A NULL pointer is a NULL argument; "has_at" says occurred_at is
+ * given.
  */
-Datum
-membership_loyalty_event_problem(PG_FUNCTION_ARGS)
+char *
+ledger_event_problem(const int64 *amount_cents, text *source_type, text *source_ref,
+					 text *category, bool has_at, TimestampTz occurred_at)
 {
 	int64		amount;
-	text	   *source_type;
-	text	   *source_ref;
 	const char *type;
 	int			type_len;
 
-	if (PG_ARGISNULL(0) || PG_ARGISNULL(1) || PG_ARGISNULL(2))
-		PG_RETURN_TEXT_P(cstring_to_text("amount_cents, source_type and source_ref must not be null"));
-	amount = PG_GETARG_INT64(0);
-	source_type = PG_GETARG_TEXT_PP(1);
-	source_ref = PG_GETARG_TEXT_PP(2);
+	if (amount_cents == NULL || source_type == NULL || source_ref == NULL)
+		return "amount_cents, source_type and source_ref must not be null";
+	amount = *amount_cents;
 	type = VARDATA_ANY(source_type);
 	type_len = VARSIZE_ANY_EXHDR(source_type);
 
 	if (amount < 0)
-		PG_RETURN_TEXT_P(cstring_to_text(psprintf("amount_cents must not be negative, not " INT64_FORMAT,
-												  amount)));
+		return psprintf("amount_cents must not be negative, not " INT64_FORMAT, amount);
 	if (amount > LEDGER_MAX_AMOUNT_CENTS)
-		PG_RETURN_TEXT_P(cstring_to_text(psprintf("amount_cents " INT64_FORMAT " is too large", amount)));
+		return psprintf("amount_cents " INT64_FORMAT " is too large", amount);
 	if (amount == 0 && !is_action(type, type_len))
-		PG_RETURN_TEXT_P(cstring_to_text("amount_cents must be positive for a purchase"));
+		return "amount_cents must be positive for a purchase";
 	if (!is_source_type(type, type_len))
 	{
 		int			clip = pg_mbcharcliplen(type, type_len, 100);
 
-		PG_RETURN_TEXT_P(cstring_to_text(psprintf("invalid source_type \"%.*s\"", clip, type)));
+		return psprintf("invalid source_type \"%.*s\"", clip, type);
 	}
 	if (VARSIZE_ANY_EXHDR(source_ref) == 0 || text_chars(source_ref) > 200)
-		PG_RETURN_TEXT_P(cstring_to_text("source_ref must be 1 to 200 characters"));
-	if (!PG_ARGISNULL(3))
+		return "source_ref must be 1 to 200 characters";
+	if (category != NULL && (VARSIZE_ANY_EXHDR(category) == 0 || text_chars(category) > 100))
+		return "category must be 1 to 100 characters";
+	if (has_at)
 	{
-		text	   *category = PG_GETARG_TEXT_PP(3);
-
-		if (VARSIZE_ANY_EXHDR(category) == 0 || text_chars(category) > 100)
-			PG_RETURN_TEXT_P(cstring_to_text("category must be 1 to 100 characters"));
-	}
-	if (!PG_ARGISNULL(4))
-	{
-		TimestampTz occurred_at = PG_GETARG_TIMESTAMPTZ(4);
-
 		if (TIMESTAMP_NOT_FINITE(occurred_at) || occurred_at > now_plus(0, 5 * USECS_PER_MINUTE))
-			PG_RETURN_TEXT_P(cstring_to_text("occurred_at is in the future"));
+			return "occurred_at is in the future";
 		if (occurred_at < now_plus(-120, 0))
-			PG_RETURN_TEXT_P(cstring_to_text("occurred_at is more than 10 years ago"));
+			return "occurred_at is more than 10 years ago";
 	}
-	PG_RETURN_NULL();
+	return NULL;
+}
+
+/*
+ * membership.loyalty_event_problem(amount_cents bigint, source_type text,
+ *     source_ref text, category text, occurred_at timestamptz) RETURNS text
+ *
+ * ledger_event_problem() for SQL: earn_points_batch() checks every event
+ * of a batch with it.
+ */
+Datum
+membership_loyalty_event_problem(PG_FUNCTION_ARGS)
+{
+	int64		amount = PG_ARGISNULL(0) ? 0 : PG_GETARG_INT64(0);
+	char	   *problem;
+
+	problem = ledger_event_problem(PG_ARGISNULL(0) ? NULL : &amount,
+								   PG_ARGISNULL(1) ? NULL : PG_GETARG_TEXT_PP(1),
+								   PG_ARGISNULL(2) ? NULL : PG_GETARG_TEXT_PP(2),
+								   PG_ARGISNULL(3) ? NULL : PG_GETARG_TEXT_PP(3),
+								   !PG_ARGISNULL(4),
+								   PG_ARGISNULL(4) ? 0 : PG_GETARG_TIMESTAMPTZ(4));
+	if (problem == NULL)
+		PG_RETURN_NULL();
+	PG_RETURN_TEXT_P(cstring_to_text(problem));
 }

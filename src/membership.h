@@ -273,4 +273,10 @@ extern void PushShmemInit(void);
 extern void push_wake_register(int n);
 extern void push_wake_plan(int n, TimestampTz when);
 
+/* ledger.c, ledger_earn.c: the loyalty ledger's C paths (issue #4) */
+extern char *ledger_event_problem(const int64 *amount_cents, text *source_type, text *source_ref,
+								  text *category, bool has_at, TimestampTz occurred_at);
+extern Size LedgerShmemSize(void);
+extern void LedgerShmemInit(void);
+
 #endif							/* MEMBERSHIP_H */

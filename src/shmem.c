@@ -5,7 +5,8 @@
  *
  * The API-key cache, the usage counters (which are also the rate limiter),
  * the verification answer cache, the audit queue, the progress slots of
- * running jobs and the push workers' wake-up slots live in shared memory, and share one named LWLock tranche.  This file owns the hooks and asks each subsystem
+ * running jobs, the push workers' wake-up slots and the loyalty programs'
+ * cache generation live in shared memory, and share one named LWLock tranche.  This file owns the hooks and asks each subsystem
  * for its size and its initialisation, so that the subsystems do not each
  * chain the hooks themselves.
  *
@@ -37,6 +38,7 @@ membership_shmem_request(void)
 	RequestAddinShmemSpace(AnswerCacheShmemSize());
 	RequestAddinShmemSpace(JobsShmemSize());
 	RequestAddinShmemSpace(PushShmemSize());
+	RequestAddinShmemSpace(LedgerShmemSize());
 	RequestNamedLWLockTranche(MEMBERSHIP_TRANCHE,
 							  KEYCACHE_PARTITIONS + USAGE_PARTITIONS + ANSWER_PARTITIONS + 1);
 }
@@ -57,6 +59,7 @@ membership_shmem_startup(void)
 	JobsShmemInit(locks + KEYCACHE_PARTITIONS + USAGE_PARTITIONS + ANSWER_PARTITIONS);
 	AuditShmemInit();
 	PushShmemInit();
+	LedgerShmemInit();
 	LWLockRelease(AddinShmemInitLock);
 }
 
