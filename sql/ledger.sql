@@ -291,3 +291,23 @@ WHERE job IN ('reconcile_ledger', 'expire_points', 'apply_tier_downgrades') ORDE
 -- The jobs are registered.
 SELECT job, schedule, command FROM membership.job_definitions()
 WHERE job IN ('expire_points', 'apply_tier_downgrades', 'evaluate_tiers', 'reconcile_ledger') ORDER BY 1;
+
+-- earn_points() keeps each program's settings, tiers and active rules in a
+-- per-backend cache (src/ledger_earn.c): a change applies to the next
+-- earn, in the changing transaction too, and a rolled-back one never does.
+SELECT membership.earn_points(:'org_b', :'b1', 1000, 'order', 'cache-1') AS cached;
+BEGIN;
+SELECT membership.add_earn_rule(:'org_b', 'Gift', 'fixed_bonus', bonus_points => 7) IS NOT NULL AS added;
+SELECT membership.earn_points(:'org_b', :'b1', 1000, 'order', 'cache-2') AS same_transaction;
+ROLLBACK;
+SELECT membership.earn_points(:'org_b', :'b1', 1000, 'order', 'cache-3') AS after_rollback;
+SELECT membership.set_loyalty_program(:'org_b', '{"points_per_unit": 3}') ->> 'points_per_unit' AS rate;
+SELECT membership.earn_points(:'org_b', :'b1', 1000, 'order', 'cache-4') AS new_rate;
+SELECT tier FROM membership.loyalty_accounts WHERE member_id = :'b1';
+SELECT membership.set_loyalty_tier(:'org_b', 'bronze', 0, 1.5);
+SELECT membership.earn_points(:'org_b', :'b1', 1000, 'order', 'cache-5') AS new_multiplier;
+SELECT membership.add_earn_rule(:'org_b', 'Late gift', 'fixed_bonus', bonus_points => 7) AS r_gift \gset
+SELECT membership.earn_points(:'org_b', :'b1', 1000, 'order', 'cache-6') AS new_rule;
+SELECT membership.set_earn_rule_active(:'org_b', :r_gift, false) AS switched_off;
+SELECT membership.earn_points(:'org_b', :'b1', 1000, 'order', 'cache-7') AS rule_off;
+SELECT count(*) AS problems FROM membership.reconcile_ledger();
