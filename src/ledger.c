@@ -153,3 +153,62 @@ membership_loyalty_event_problem(PG_FUNCTION_ARGS)
 		PG_RETURN_NULL();
 	PG_RETURN_TEXT_P(cstring_to_text(problem));
 }
+
+PG_FUNCTION_INFO_V1(membership_loyalty_entry_is_valid);
+
+/*
+ * membership.loyalty_entry_is_valid(kind text, points bigint,
+ *     idempotency_key text, shortfall bigint) RETURNS boolean
+ *
+ * The CHECK of a ledger entry (besides balance_after >= 0): the kind is
+ * EARN, BONUS, REDEEM, EXPIRE, ADJUST or REVERSAL; EARN and BONUS add
+ * points, REDEEM, EXPIRE and REVERSAL take them away (ADJUST either); an
+ * EXPIRE entry has no idempotency key and every other one has one, of at
+ * most 500 characters; the shortfall is not negative.  False when one of
+ * them fails.  PostgreSQL reads and prepares a table's CHECK expressions
+ * again at every statement that writes it, and as SQL these conditions
+ * were most of that work for each earn; as one call they cost next to
+ * nothing.
+ */
+Datum
+membership_loyalty_entry_is_valid(PG_FUNCTION_ARGS)
+{
+	text	   *kind;
+	const char *k;
+	int			len;
+	int64		points;
+	bool		expire = false;
+
+	/* NOT NULL columns; a NULL here is none of the checks' business */
+	if (PG_ARGISNULL(0) || PG_ARGISNULL(1) || PG_ARGISNULL(3))
+		PG_RETURN_NULL();
+	kind = PG_GETARG_TEXT_PP(0);
+	k = VARDATA_ANY(kind);
+	len = VARSIZE_ANY_EXHDR(kind);
+	points = PG_GETARG_INT64(1);
+
+	if ((len == 4 && memcmp(k, "EARN", 4) == 0) || (len == 5 && memcmp(k, "BONUS", 5) == 0))
+	{
+		if (points < 0)
+			PG_RETURN_BOOL(false);
+	}
+	else if ((len == 6 && memcmp(k, "REDEEM", 6) == 0) || (len == 8 && memcmp(k, "REVERSAL", 8) == 0))
+	{
+		if (points > 0)
+			PG_RETURN_BOOL(false);
+	}
+	else if (len == 6 && memcmp(k, "EXPIRE", 6) == 0)
+	{
+		if (points > 0)
+			PG_RETURN_BOOL(false);
+		expire = true;
+	}
+	else if (!(len == 6 && memcmp(k, "ADJUST", 6) == 0))
+		PG_RETURN_BOOL(false);
+
+	if (expire != PG_ARGISNULL(2))
+		PG_RETURN_BOOL(false);
+	if (!PG_ARGISNULL(2) && text_chars(PG_GETARG_TEXT_PP(2)) > 500)
+		PG_RETURN_BOOL(false);
+	PG_RETURN_BOOL(PG_GETARG_INT64(3) >= 0);
+}
