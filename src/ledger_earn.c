@@ -126,7 +126,6 @@ static bool program_changed_in_xact = false;
 static bool ledger_callback_registered = false;
 
 /* saved plans, prepared on first use */
-static SPIPlanPtr plan_lock_account = NULL;
 static SPIPlanPtr plan_open_account = NULL;
 static SPIPlanPtr plan_partner = NULL;
 static SPIPlanPtr plan_write = NULL;
@@ -400,19 +399,22 @@ text_equals(text *t, const char *s)
 }
 
 /*
- * The points an event earns, and the ids of the rules applied (in id
- * order, into rule_ids, at most p->nrules).  See loyalty_earn_calc().
+ * What the rules make of an event, but for the account's tier: the base
+ * points (floor(amount_cents * points_per_unit / unit_cents)) times the
+ * category multiplier, the bonus points, and the ids of the rules applied
+ * (in id order, into rule_ids, at most p->nrules).  The earn is then
+ * floor(base * tier multiplier) + bonus.  See loyalty_earn_calc().
  */
-static int64
+static Numeric
 earn_calc(EarnProgram *p, text *source_type, int64 amount, text *category, TimestampTz at,
-		  bool first_purchase, Numeric tier_multiplier, Numeric points_per_unit, int32 unit_cents,
-		  int64 *rule_ids, int *nrule_ids)
+		  bool first_purchase, Numeric points_per_unit, int32 unit_cents,
+		  int64 *bonus, int64 *rule_ids, int *nrule_ids)
 {
 	Numeric		multiplier = NULL;
 	Numeric		points;
-	int64		bonus = 0;
 	const char *done_kind = NULL;
 
+	*bonus = 0;
 	*nrule_ids = 0;
 	for (int i = 0; i < p->nrules; i++)
 	{
@@ -451,7 +453,7 @@ earn_calc(EarnProgram *p, text *source_type, int64 amount, text *category, Times
 		if (r->kind == RULE_CATEGORY_MULTIPLIER)
 			multiplier = r->multiplier;
 		else
-			bonus += r->bonus_points;
+			*bonus += r->bonus_points;
 		/* keep the ids in order */
 		{
 			int			j = *nrule_ids;
@@ -472,10 +474,7 @@ earn_calc(EarnProgram *p, text *source_type, int64 amount, text *category, Times
 	points = num_floor(points);
 	if (multiplier != NULL)
 		points = num_mul(points, multiplier);
-	points = num_floor(num_mul(points, tier_multiplier));
-	points = DatumGetNumeric(DirectFunctionCall2(numeric_add, NumericGetDatum(points),
-												 NumericGetDatum(int64_to_numeric(bonus))));
-	return DatumGetInt64(DirectFunctionCall1(numeric_int8, NumericGetDatum(points)));
+	return points;
 }
 
 static EarnTier *
@@ -486,6 +485,73 @@ tier_named(EarnProgram *p, const char *tier)
 			return &p->tiers[i];
 	return NULL;
 }
+
+static Datum
+int64_array(int64 *values, int n)
+{
+	Datum	   *datums = palloc(sizeof(Datum) * Max(n, 1));
+
+	for (int i = 0; i < n; i++)
+		datums[i] = Int64GetDatum(values[i]);
+	return PointerGetDatum(construct_array(datums, n, INT8OID, sizeof(int64), FLOAT8PASSBYVAL,
+										   TYPALIGN_DOUBLE));
+}
+
+/*
+ * The one statement of an earn.  The account is locked and read first
+ * (CTE "a"), and the points computed from it: the tier multiplier comes
+ * from the program's tiers passed as two arrays ($14, $15), the bonus and
+ * the rules applied depend on whether this is the member's first purchase
+ * ($16..$19).  Returns one row if the account exists: its tier, and the
+ * entry's id, points and the account's new qualifying points, all NULL
+ * when the idempotency key was already used (a replay: nothing written).
+ */
+static const char *const earn_statement =
+"WITH a AS ("
+" SELECT a.balance, a.tier,"
+"  (pg_catalog.floor($12 * $15[pg_catalog.array_position($14, a.tier)])"
+"   + CASE WHEN a.purchases = 0 THEN $17 ELSE $16 END)::bigint AS points,"
+"  CASE WHEN a.purchases = 0 THEN $19 ELSE $18 END AS rules"
+" FROM membership.loyalty_accounts a"
+" WHERE a.member_id = $2 AND a.organisation_id = $1"
+" FOR UPDATE"
+"), entry AS ("
+" INSERT INTO membership.loyalty_ledger AS l"
+"  (organisation_id, member_id, kind, points, balance_after, idempotency_key, source_type,"
+"   source_ref, amount_cents, category, provider_id, details, occurred_at)"
+" SELECT $1, $2, $3, a.points, a.balance + a.points, $4, $5, $6, $7, $8, $9,"
+"  pg_catalog.jsonb_build_object('rules', a.rules), $10"
+" FROM a"
+" ON CONFLICT (organisation_id, idempotency_key) DO NOTHING"
+" RETURNING l.id, l.points"
+"), bucket AS ("
+" INSERT INTO membership.loyalty_buckets (organisation_id, member_id, ledger_id, points,"
+"  remaining, earned_at, expires_at)"
+" SELECT $1, $2, e.id, e.points, e.points, $10,"
+"  ($10 AT TIME ZONE 'UTC')::date + pg_catalog.make_interval(months => $11)"
+" FROM entry e WHERE e.points > 0"
+"), account AS ("
+" UPDATE membership.loyalty_accounts a SET"
+"  balance = a.balance + e.points,"
+"  lifetime_points = a.lifetime_points + e.points,"
+"  purchases = a.purchases + $20,"
+"  qualifying_year = greatest(a.qualifying_year, $13),"
+"  qualifying_points = CASE WHEN $13 > a.qualifying_year THEN e.points"
+"                           WHEN $13 = a.qualifying_year THEN a.qualifying_points + e.points"
+"                           ELSE a.qualifying_points END,"
+"  last_activity_at = greatest(a.last_activity_at, $10)"
+" FROM entry e"
+" WHERE a.member_id = $2 AND a.organisation_id = $1"
+" RETURNING a.qualifying_points"
+")"
+" SELECT a.tier, e.id, e.points, ac.qualifying_points"
+" FROM a LEFT JOIN entry e ON true LEFT JOIN account ac ON true";
+
+static Oid	earn_statement_types[20] = {
+	UUIDOID, UUIDOID, TEXTOID, TEXTOID, TEXTOID, TEXTOID, INT8OID, TEXTOID, UUIDOID, TIMESTAMPTZOID,
+	INT4OID, NUMERICOID, INT4OID, TEXTARRAYOID, NUMERICARRAYOID, INT8OID, INT8OID, INT8ARRAYOID,
+	INT8ARRAYOID, INT4OID
+};
 
 /*
  * membership.earn_points(organisation uuid, member uuid, amount_cents
@@ -507,21 +573,24 @@ membership_earn_points(PG_FUNCTION_ARGS)
 	TimestampTz at = PG_ARGISNULL(6) ? GetCurrentTransactionStartTimestamp() : PG_GETARG_TIMESTAMPTZ(6);
 	char	   *problem;
 	Caller		caller;
-	EarnProgram *program;
-	EarnTier   *tier;
+	EarnProgram *program = NULL;
 	Numeric		points_per_unit;
 	int32		unit_cents;
-	int64		balance = 0;
-	int64		purchases = 0;
-	char	   *account_tier = NULL;
-	int64		points;
+	Numeric		base;
+	int64		bonus;
+	int64		bonus_first;
 	int64	   *rule_ids;
+	int64	   *rule_ids_first;
 	int			nrule_ids;
-	Datum	   *rule_datums;
+	int			nrule_ids_first;
+	Datum	   *tier_names;
+	Datum	   *tier_multipliers;
 	bool		isnull;
 	struct pg_tm tm;
 	fsec_t		fsec;
-	Datum		result;
+	Datum		values[20];
+	char		nulls[20];
+	int64		points = 0;
 	bool		result_null = false;
 
 	problem = ledger_event_problem(PG_ARGISNULL(2) ? NULL : &amount, source_type, source_ref,
@@ -558,168 +627,143 @@ membership_earn_points(PG_FUNCTION_ARGS)
 	if (SPI_connect() != SPI_OK_CONNECT)
 		elog(ERROR, "SPI_connect failed");
 
-	/* 1. lock the account, opening it first if need be */
-	for (int attempt = 0; attempt < 2 && account_tier == NULL; attempt++)
-	{
-		Oid			types[2] = {UUIDOID, UUIDOID};
-		Datum		values[2] = {UUIDPGetDatum(org), member};
-		char		nulls[2] = {' ', PG_ARGISNULL(1) ? 'n' : ' '};
-
-		execute(prepare(&plan_lock_account,
-						"SELECT a.balance, a.purchases, a.tier FROM membership.loyalty_accounts a "
-						"WHERE a.member_id = $2 AND a.organisation_id = $1 FOR UPDATE", 2, types),
-				values, nulls, 1);
-		if (SPI_processed == 1)
-		{
-			balance = column_int64(0, 1, &isnull);
-			purchases = column_int64(0, 2, &isnull);
-			account_tier = column_text(0, 3, CurrentMemoryContext);
-			break;
-		}
-		if (attempt == 0)
-			execute(prepare(&plan_open_account,
-							"SELECT membership.loyalty_open_account($1, $2)", 2, types),
-					values, nulls, 1);
-	}
-	if (account_tier == NULL)
-		elog(ERROR, "the loyalty account of the member could not be opened");
-
-	/* 2. the rules */
-	program = program_get(org);
-	tier = program ? tier_named(program, account_tier) : NULL;
-	if (tier == NULL)
-		elog(ERROR, "the loyalty program of the organisation has no tier \"%s\"", account_tier);
-	points_per_unit = program->points_per_unit;
-	unit_cents = program->unit_cents;
-	if (!PG_ARGISNULL(7))
-	{
-		Oid			types[2] = {UUIDOID, UUIDOID};
-		Datum		values[2] = {UUIDPGetDatum(org), PG_GETARG_DATUM(7)};
-
-		execute(prepare(&plan_partner,
-						"SELECT lp.points_per_unit, lp.unit_cents FROM membership.loyalty_partners lp "
-						"WHERE lp.organisation_id = $1 AND lp.provider_id = $2 AND lp.active", 2, types),
-				values, NULL, 1);
-		if (SPI_processed == 1)
-		{
-			points_per_unit = column_numeric(0, 1, CurrentMemoryContext);
-			unit_cents = DatumGetInt32(column(0, 2, &isnull));
-		}
-	}
-	rule_ids = palloc(sizeof(int64) * Max(program->nrules, 1));
-	points = earn_calc(program, source_type, amount, category, at, purchases == 0, tier->multiplier,
-					   points_per_unit, unit_cents, rule_ids, &nrule_ids);
-	rule_datums = palloc(sizeof(Datum) * Max(nrule_ids, 1));
-	for (int i = 0; i < nrule_ids; i++)
-		rule_datums[i] = Int64GetDatum(rule_ids[i]);
 	if (timestamp2tm(at, NULL, &tm, &fsec, NULL, NULL) != 0)
 		ereport(ERROR,
 				(errcode(ERRCODE_DATETIME_VALUE_OUT_OF_RANGE),
 				 errmsg("timestamp out of range")));
 
-	/* 3. the ledger entry, the bucket and the account, in one statement */
+	for (int attempt = 0;; attempt++)
 	{
-		Oid			types[16] = {UUIDOID, UUIDOID, TEXTOID, INT8OID, INT8OID, TEXTOID, TEXTOID, TEXTOID,
-		INT8OID, TEXTOID, UUIDOID, INT8ARRAYOID, TIMESTAMPTZOID, INT4OID, INT4OID, INT4OID};
-		Datum		values[16];
-		char		nulls[16];
-		const char *type = VARDATA_ANY(source_type);
-		int			type_len = VARSIZE_ANY_EXHDR(source_type);
-		const char *ref = VARDATA_ANY(source_ref);
-		int			ref_len = VARSIZE_ANY_EXHDR(source_ref);
+		/* the program (none yet: the account's opening creates it) */
+		program = program_get(org);
+		if (program != NULL)
+		{
+			points_per_unit = program->points_per_unit;
+			unit_cents = program->unit_cents;
+			if (!PG_ARGISNULL(7))
+			{
+				Oid			types[2] = {UUIDOID, UUIDOID};
+				Datum		pvalues[2] = {UUIDPGetDatum(org), PG_GETARG_DATUM(7)};
 
-		memset(nulls, ' ', sizeof(nulls));
-		values[0] = UUIDPGetDatum(org);
-		values[1] = member;
-		values[2] = CStringGetTextDatum(amount > 0 ? "EARN" : "BONUS");
-		values[3] = Int64GetDatum(points);
-		values[4] = Int64GetDatum(balance + points);
-		values[5] = PointerGetDatum(cstring_to_text(psprintf("earn:%.*s:%.*s", type_len, type, ref_len, ref)));
-		values[6] = PointerGetDatum(source_type);
-		values[7] = PointerGetDatum(source_ref);
-		values[8] = Int64GetDatum(amount);
-		values[9] = PointerGetDatum(category);
-		nulls[9] = category ? ' ' : 'n';
-		values[10] = PG_ARGISNULL(7) ? (Datum) 0 : PG_GETARG_DATUM(7);
-		nulls[10] = PG_ARGISNULL(7) ? 'n' : ' ';
-		values[11] = PointerGetDatum(construct_array(rule_datums, nrule_ids, INT8OID, 8, FLOAT8PASSBYVAL,
-													 TYPALIGN_DOUBLE));
-		values[12] = TimestampTzGetDatum(at);
-		values[13] = Int32GetDatum(program->expiry_months);
-		values[14] = Int32GetDatum(tm.tm_year);
-		values[15] = Int32GetDatum(amount > 0 ? 1 : 0);
-		execute(prepare(&plan_write,
-						"WITH entry AS ("
-						" INSERT INTO membership.loyalty_ledger AS l"
-						"  (organisation_id, member_id, kind, points, balance_after, idempotency_key, source_type,"
-						"   source_ref, amount_cents, category, provider_id, details, occurred_at)"
-						" VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11,"
-						"  pg_catalog.jsonb_build_object('rules', $12), $13)"
-						" ON CONFLICT (organisation_id, idempotency_key) DO NOTHING"
-						" RETURNING l.id, l.points"
-						"), bucket AS ("
-						" INSERT INTO membership.loyalty_buckets (organisation_id, member_id, ledger_id, points,"
-						"  remaining, earned_at, expires_at)"
-						" SELECT $1, $2, e.id, e.points, e.points, $13,"
-						"  ($13 AT TIME ZONE 'UTC')::date + pg_catalog.make_interval(months => $14)"
-						" FROM entry e WHERE e.points > 0"
-						"), account AS ("
-						" UPDATE membership.loyalty_accounts a SET"
-						"  balance = a.balance + e.points,"
-						"  lifetime_points = a.lifetime_points + e.points,"
-						"  purchases = a.purchases + $16,"
-						"  qualifying_year = greatest(a.qualifying_year, $15),"
-						"  qualifying_points = CASE WHEN $15 > a.qualifying_year THEN e.points"
-						"                           WHEN $15 = a.qualifying_year THEN a.qualifying_points + e.points"
-						"                           ELSE a.qualifying_points END,"
-						"  last_activity_at = greatest(a.last_activity_at, $13)"
-						" FROM entry e"
-						" WHERE a.member_id = $2 AND a.organisation_id = $1"
-						" RETURNING a.qualifying_points"
-						")"
-						" SELECT e.id, ac.qualifying_points FROM entry e, account ac", 16, types),
-				values, nulls, 0);
+				execute(prepare(&plan_partner,
+								"SELECT lp.points_per_unit, lp.unit_cents FROM membership.loyalty_partners lp "
+								"WHERE lp.organisation_id = $1 AND lp.provider_id = $2 AND lp.active",
+								2, types),
+						pvalues, NULL, 1);
+				if (SPI_processed == 1)
+				{
+					points_per_unit = column_numeric(0, 1, CurrentMemoryContext);
+					unit_cents = DatumGetInt32(column(0, 2, &isnull));
+				}
+			}
+			rule_ids = palloc(sizeof(int64) * Max(program->nrules, 1));
+			rule_ids_first = palloc(sizeof(int64) * Max(program->nrules, 1));
+			base = earn_calc(program, source_type, amount, category, at, false, points_per_unit, unit_cents,
+							 &bonus, rule_ids, &nrule_ids);
+			(void) earn_calc(program, source_type, amount, category, at, true, points_per_unit, unit_cents,
+							 &bonus_first, rule_ids_first, &nrule_ids_first);
+			tier_names = palloc(sizeof(Datum) * Max(program->ntiers, 1));
+			tier_multipliers = palloc(sizeof(Datum) * Max(program->ntiers, 1));
+			for (int i = 0; i < program->ntiers; i++)
+			{
+				tier_names[i] = CStringGetTextDatum(program->tiers[i].tier);
+				tier_multipliers[i] = NumericGetDatum(program->tiers[i].multiplier);
+			}
+
+			memset(nulls, ' ', sizeof(nulls));
+			values[0] = UUIDPGetDatum(org);
+			values[1] = member;
+			nulls[1] = PG_ARGISNULL(1) ? 'n' : ' ';
+			values[2] = CStringGetTextDatum(amount > 0 ? "EARN" : "BONUS");
+			values[3] = PointerGetDatum(cstring_to_text(psprintf("earn:%.*s:%.*s",
+																 (int) VARSIZE_ANY_EXHDR(source_type),
+																 VARDATA_ANY(source_type),
+																 (int) VARSIZE_ANY_EXHDR(source_ref),
+																 VARDATA_ANY(source_ref))));
+			values[4] = PointerGetDatum(source_type);
+			values[5] = PointerGetDatum(source_ref);
+			values[6] = Int64GetDatum(amount);
+			values[7] = PointerGetDatum(category);
+			nulls[7] = category ? ' ' : 'n';
+			values[8] = PG_ARGISNULL(7) ? (Datum) 0 : PG_GETARG_DATUM(7);
+			nulls[8] = PG_ARGISNULL(7) ? 'n' : ' ';
+			values[9] = TimestampTzGetDatum(at);
+			values[10] = Int32GetDatum(program->expiry_months);
+			values[11] = NumericGetDatum(base);
+			values[12] = Int32GetDatum(tm.tm_year);
+			values[13] = PointerGetDatum(construct_array(tier_names, program->ntiers, TEXTOID, -1, false,
+														 TYPALIGN_INT));
+			values[14] = PointerGetDatum(construct_array(tier_multipliers, program->ntiers, NUMERICOID, -1,
+														 false, TYPALIGN_INT));
+			values[15] = Int64GetDatum(bonus);
+			values[16] = Int64GetDatum(bonus_first);
+			values[17] = int64_array(rule_ids, nrule_ids);
+			values[18] = int64_array(rule_ids_first, nrule_ids_first);
+			values[19] = Int32GetDatum(amount > 0 ? 1 : 0);
+			execute(prepare(&plan_write, earn_statement, 20, earn_statement_types), values, nulls, 0);
+			if (SPI_processed == 1)
+				break;
+		}
+		if (attempt > 0)
+			elog(ERROR, "the loyalty account of the member could not be opened");
+		/* no account (or no program): open it, then again */
+		{
+			Oid			types[2] = {UUIDOID, UUIDOID};
+			Datum		ovalues[2] = {UUIDPGetDatum(org), member};
+			char		onulls[2] = {' ', PG_ARGISNULL(1) ? 'n' : ' '};
+
+			execute(prepare(&plan_open_account,
+							"SELECT membership.loyalty_open_account($1, $2)", 2, types),
+					ovalues, onulls, 1);
+		}
 	}
 
-	if (SPI_processed == 0)
+	(void) column(0, 2, &isnull);
+	if (isnull)
 	{
-		/* 4a. nothing written: a replay, checked against the original */
+		/* nothing written: a replay, checked against the original */
 		Oid			types[7] = {UUIDOID, UUIDOID, INT8OID, TEXTOID, TEXTOID, TEXTOID, TIMESTAMPTZOID};
-		Datum		values[7];
-		char		nulls[7] = {' ', ' ', ' ', ' ', ' ', ' ', ' '};
+		Datum		rvalues[7];
+		char		rnulls[7] = {' ', ' ', ' ', ' ', ' ', ' ', ' '};
+		Datum		result;
 
-		values[0] = UUIDPGetDatum(org);
-		values[1] = member;
-		values[2] = Int64GetDatum(amount);
-		values[3] = PointerGetDatum(source_type);
-		values[4] = PointerGetDatum(source_ref);
-		values[5] = PointerGetDatum(category);
-		nulls[5] = category ? ' ' : 'n';
-		values[6] = PG_ARGISNULL(6) ? (Datum) 0 : PG_GETARG_DATUM(6);
-		nulls[6] = PG_ARGISNULL(6) ? 'n' : ' ';
+		rvalues[0] = UUIDPGetDatum(org);
+		rvalues[1] = member;
+		rvalues[2] = Int64GetDatum(amount);
+		rvalues[3] = PointerGetDatum(source_type);
+		rvalues[4] = PointerGetDatum(source_ref);
+		rvalues[5] = PointerGetDatum(category);
+		rnulls[5] = category ? ' ' : 'n';
+		rvalues[6] = PG_ARGISNULL(6) ? (Datum) 0 : PG_GETARG_DATUM(6);
+		rnulls[6] = PG_ARGISNULL(6) ? 'n' : ' ';
 		execute(prepare(&plan_replay,
 						"SELECT membership.loyalty_earn_replay($1, $2, $3, $4, $5, $6, $7)", 7, types),
-				values, nulls, 1);
+				rvalues, rnulls, 1);
 		result = column(0, 1, &result_null);
 		points = result_null ? 0 : DatumGetInt64(result);
 	}
 	else
 	{
-		/* 4b. a tier upgrade when the year's points reach a higher tier */
-		int64		qualifying = column_int64(0, 2, &isnull);
+		/* a tier upgrade when the year's points reach a higher tier */
+		char	   *account_tier = column_text(0, 1, CurrentMemoryContext);
+		int64		qualifying = column_int64(0, 4, &isnull);
+		EarnTier   *tier = tier_named(program, account_tier);
 		int64		best = -1;
 
+		points = column_int64(0, 3, &isnull);
+		if (tier == NULL)
+			elog(ERROR, "the loyalty program of the organisation has no tier \"%s\"", account_tier);
 		for (int i = 0; i < program->ntiers; i++)
 			if (program->tiers[i].threshold <= qualifying)
 				best = Max(best, program->tiers[i].threshold);
 		if (best > tier->threshold)
 		{
 			Oid			types[2] = {UUIDOID, UUIDOID};
-			Datum		values[2] = {UUIDPGetDatum(org), member};
+			Datum		uvalues[2] = {UUIDPGetDatum(org), member};
 
 			execute(prepare(&plan_upgrade,
 							"SELECT membership.loyalty_apply_upgrades($1, ARRAY[$2])", 2, types),
-					values, NULL, 1);
+					uvalues, NULL, 1);
 		}
 	}
 
