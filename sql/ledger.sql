@@ -269,6 +269,29 @@ SELECT fixture.try(format('UPDATE membership.loyalty_accounts SET balance = -1 W
 SELECT fixture.try(format('UPDATE membership.loyalty_buckets SET remaining = points + 1 WHERE member_id = %L', :'m1'));
 SELECT fixture.try(format($$INSERT INTO membership.loyalty_ledger (organisation_id, member_id, kind, points,
     balance_after, idempotency_key) VALUES (%L, %L, 'ADJUST', 1, 1, 'earn:order:o-1')$$, :'org', :'m1'));
+-- Each condition of the tables' CHECK constraints (one constraint per
+-- table since 0.3): each refused row breaks exactly one; the two accepted
+-- ledger rows are at the limits.
+SELECT fixture.try(format('UPDATE membership.loyalty_accounts SET lifetime_points = -1 WHERE member_id = %L', :'m1'));
+SELECT fixture.try(format('UPDATE membership.loyalty_accounts SET qualifying_points = -1 WHERE member_id = %L', :'m1'));
+SELECT fixture.try(format('UPDATE membership.loyalty_accounts SET purchases = -1 WHERE member_id = %L', :'m1'));
+SELECT fixture.try(format('UPDATE membership.loyalty_accounts SET downgrade_to = %L WHERE member_id = %L', 'bronze', :'m1'));
+SELECT fixture.try(format('UPDATE membership.loyalty_accounts SET downgrade_at = current_date WHERE member_id = %L', :'m1'));
+SELECT fixture.try(format('UPDATE membership.loyalty_buckets SET expired = points + 1 WHERE member_id = %L', :'m1'));
+SELECT fixture.try(format('UPDATE membership.loyalty_buckets SET remaining = -1 WHERE member_id = %L', :'m1'));
+SELECT fixture.try(format('UPDATE membership.loyalty_buckets SET expired = -1 WHERE member_id = %L', :'m1'));
+SELECT fixture.try(format('UPDATE membership.loyalty_buckets SET remaining = 9223372036854775807, expired = 9223372036854775807 WHERE member_id = %L', :'m1'));
+SELECT fixture.try(format('UPDATE membership.loyalty_buckets SET points = 0, remaining = 0, expired = 0 WHERE member_id = %L', :'m1'));
+SELECT kind, points, key_length, shortfall, balance_after,
+       fixture.try(format($$INSERT INTO membership.loyalty_ledger (organisation_id, member_id, kind, points,
+           balance_after, idempotency_key, shortfall) VALUES (%L, %L, %L, %s, %s, %L, %s)$$, :'org', :'m1', kind,
+           points, balance_after, CASE WHEN key_length IS NOT NULL THEN 'k-' || repeat('x', key_length - 2) END,
+           shortfall)) AS result
+FROM (VALUES ('GIFT', 1, 10, 0, 0), ('EARN', -1, 10, 0, 0), ('BONUS', -1, 10, 0, 0), ('REDEEM', 1, 10, 0, 0),
+             ('REVERSAL', 1, 10, 0, 0), ('EXPIRE', 1, NULL, 0, 0), ('EXPIRE', -1, 10, 0, 0), ('ADJUST', 1, NULL, 0, 0),
+             ('ADJUST', 1, 501, 0, 0), ('ADJUST', 1, 10, -1, 0), ('ADJUST', 1, 10, 0, -1),
+             ('ADJUST', -1, 500, 0, 0), ('EXPIRE', -1, NULL, 0, 0)) AS t(kind, points, key_length, shortfall, balance_after)
+ORDER BY kind, points, key_length;
 ROLLBACK;
 
 -- A broken account shows in the reconciliation, and the job fails on it.

@@ -19,6 +19,7 @@
 #include "access/xact.h"
 #include "datatype/timestamp.h"
 #include "fmgr.h"
+#include "common/int.h"
 #include "mb/pg_wchar.h"
 #include "utils/builtins.h"
 #include "utils/timestamp.h"
@@ -211,4 +212,51 @@ membership_loyalty_entry_is_valid(PG_FUNCTION_ARGS)
 	if (!PG_ARGISNULL(2) && text_chars(PG_GETARG_TEXT_PP(2)) > 500)
 		PG_RETURN_BOOL(false);
 	PG_RETURN_BOOL(PG_GETARG_INT64(3) >= 0);
+}
+
+PG_FUNCTION_INFO_V1(membership_loyalty_account_is_valid);
+PG_FUNCTION_INFO_V1(membership_loyalty_bucket_is_valid);
+
+/*
+ * membership.loyalty_account_is_valid(lifetime_points bigint,
+ *     qualifying_points bigint, purchases bigint, downgrade_to text,
+ *     downgrade_at date) RETURNS boolean
+ *
+ * The CHECK of an account besides balance >= 0: lifetime and qualifying
+ * points and purchases are not negative; a scheduled downgrade has both
+ * its tier and its date, or neither.
+ */
+Datum
+membership_loyalty_account_is_valid(PG_FUNCTION_ARGS)
+{
+	/* NOT NULL columns */
+	if (PG_ARGISNULL(0) || PG_ARGISNULL(1) || PG_ARGISNULL(2))
+		PG_RETURN_NULL();
+	PG_RETURN_BOOL(PG_GETARG_INT64(0) >= 0 && PG_GETARG_INT64(1) >= 0 && PG_GETARG_INT64(2) >= 0 &&
+				   PG_ARGISNULL(3) == PG_ARGISNULL(4));
+}
+
+/*
+ * membership.loyalty_bucket_is_valid(points bigint, remaining bigint,
+ *     expired bigint) RETURNS boolean
+ *
+ * The CHECK of an expiry bucket: points positive; remaining and expired
+ * not negative and together at most points.
+ */
+Datum
+membership_loyalty_bucket_is_valid(PG_FUNCTION_ARGS)
+{
+	int64		points;
+	int64		remaining;
+	int64		expired;
+	int64		sum;
+
+	/* NOT NULL columns */
+	if (PG_ARGISNULL(0) || PG_ARGISNULL(1) || PG_ARGISNULL(2))
+		PG_RETURN_NULL();
+	points = PG_GETARG_INT64(0);
+	remaining = PG_GETARG_INT64(1);
+	expired = PG_GETARG_INT64(2);
+	PG_RETURN_BOOL(points > 0 && remaining >= 0 && expired >= 0 &&
+				   !pg_add_s64_overflow(remaining, expired, &sum) && sum <= points);
 }
