@@ -334,3 +334,18 @@ SELECT membership.earn_points(:'org_b', :'b1', 1000, 'order', 'cache-6') AS new_
 SELECT membership.set_earn_rule_active(:'org_b', :r_gift, false) AS switched_off;
 SELECT membership.earn_points(:'org_b', :'b1', 1000, 'order', 'cache-7') AS rule_off;
 SELECT count(*) AS problems FROM membership.reconcile_ledger();
+-- ... and in every other session at its next earn: a second session
+-- (dblink) earns with the program cached, this one changes a rule, the
+-- other session's next earn applies the change.
+CREATE SCHEMA ledger_dblink;
+CREATE EXTENSION dblink SCHEMA ledger_dblink;
+SELECT ledger_dblink.dblink_connect('other', format('host=%s port=%s dbname=%s',
+    split_part(current_setting('unix_socket_directories'), ',', 1), current_setting('port'), current_database()));
+SELECT points AS other_before FROM ledger_dblink.dblink('other', format(
+    $$SELECT membership.earn_points(%L, %L, 1000, 'order', 'cache-8')$$, :'org_b', :'b1')) AS t(points bigint);
+SELECT membership.add_earn_rule(:'org_b', 'Gift for all', 'fixed_bonus', bonus_points => 9) IS NOT NULL AS added;
+SELECT points AS other_after FROM ledger_dblink.dblink('other', format(
+    $$SELECT membership.earn_points(%L, %L, 1000, 'order', 'cache-9')$$, :'org_b', :'b1')) AS t(points bigint);
+SELECT ledger_dblink.dblink_disconnect('other');
+DROP SCHEMA ledger_dblink CASCADE;
+SELECT count(*) AS problems FROM membership.reconcile_ledger();
