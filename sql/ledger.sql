@@ -346,6 +346,15 @@ SELECT points AS other_before FROM ledger_dblink.dblink('other', format(
 SELECT membership.add_earn_rule(:'org_b', 'Gift for all', 'fixed_bonus', bonus_points => 9) IS NOT NULL AS added;
 SELECT points AS other_after FROM ledger_dblink.dblink('other', format(
     $$SELECT membership.earn_points(%L, %L, 1000, 'order', 'cache-9')$$, :'org_b', :'b1')) AS t(points bigint);
+-- A change that bumps nothing (triggers off in replica mode): the other
+-- session's cache lacks the account's new tier; its earn notices, reads
+-- the program again and applies the tier's multiplier.
+SET session_replication_role = replica;
+INSERT INTO membership.loyalty_tiers (organisation_id, tier, threshold, multiplier) VALUES (:'org_b', 'diamond', 900000, 4);
+UPDATE membership.loyalty_accounts SET tier = 'diamond' WHERE member_id = :'b1';
+RESET session_replication_role;
+SELECT points AS other_new_tier FROM ledger_dblink.dblink('other', format(
+    $$SELECT membership.earn_points(%L, %L, 1000, 'order', 'cache-10')$$, :'org_b', :'b1')) AS t(points bigint);
 SELECT ledger_dblink.dblink_disconnect('other');
 DROP SCHEMA ledger_dblink CASCADE;
 SELECT count(*) AS problems FROM membership.reconcile_ledger();

@@ -504,7 +504,9 @@ int64_array(int64 *values, int n)
  * the rules applied depend on whether this is the member's first purchase
  * ($16..$19).  Returns one row if the account exists: its tier, and the
  * entry's id, points and the account's new qualifying points, all NULL
- * when the idempotency key was already used (a replay: nothing written).
+ * when the idempotency key was already used (a replay: nothing written);
+ * and whether the account's tier was missing from the tiers passed (a
+ * tier added since the cached program was read: nothing written either).
  */
 static const char *const earn_statement =
 "WITH a AS ("
@@ -521,7 +523,7 @@ static const char *const earn_statement =
 "   source_ref, amount_cents, category, provider_id, details, occurred_at)"
 " SELECT $1, $2, $3, a.points, a.balance + a.points, $4, $5, $6, $7, $8, $9,"
 "  pg_catalog.jsonb_build_object('rules', a.rules), $10"
-" FROM a"
+" FROM a WHERE a.points IS NOT NULL"
 " ON CONFLICT (organisation_id, idempotency_key) DO NOTHING"
 " RETURNING l.id, l.points"
 "), bucket AS ("
@@ -544,7 +546,7 @@ static const char *const earn_statement =
 " WHERE a.member_id = $2 AND a.organisation_id = $1"
 " RETURNING a.qualifying_points"
 ")"
-" SELECT a.tier, e.id, e.points, ac.qualifying_points"
+" SELECT a.tier, e.id, e.points, ac.qualifying_points, a.points IS NULL"
 " FROM a LEFT JOIN entry e ON true LEFT JOIN account ac ON true";
 
 static Oid	earn_statement_types[20] = {
@@ -592,6 +594,8 @@ membership_earn_points(PG_FUNCTION_ARGS)
 	char		nulls[20];
 	int64		points = 0;
 	bool		result_null = false;
+	bool		opened = false;
+	bool		refreshed = false;
 
 	problem = ledger_event_problem(PG_ARGISNULL(2) ? NULL : &amount, source_type, source_ref,
 								   category, true, at);
@@ -632,7 +636,7 @@ membership_earn_points(PG_FUNCTION_ARGS)
 				(errcode(ERRCODE_DATETIME_VALUE_OUT_OF_RANGE),
 				 errmsg("timestamp out of range")));
 
-	for (int attempt = 0;; attempt++)
+	for (;;)
 	{
 		/* the program (none yet: the account's opening creates it) */
 		program = program_get(org);
@@ -702,10 +706,23 @@ membership_earn_points(PG_FUNCTION_ARGS)
 			values[19] = Int32GetDatum(amount > 0 ? 1 : 0);
 			execute(prepare(&plan_write, earn_statement, 20, earn_statement_types), values, nulls, 0);
 			if (SPI_processed == 1)
-				break;
+			{
+				bool		stale = DatumGetBool(column(0, 5, &isnull));
+
+				if (!stale)
+					break;
+				/* a tier the cached program lacks: read it again, and retry */
+				if (refreshed)
+					elog(ERROR, "the loyalty program of the organisation has no tier \"%s\"",
+						 column_text(0, 1, CurrentMemoryContext));
+				program->valid = false;
+				refreshed = true;
+				continue;
+			}
 		}
-		if (attempt > 0)
+		if (opened)
 			elog(ERROR, "the loyalty account of the member could not be opened");
+		opened = true;
 		/* no account (or no program): open it, then again */
 		{
 			Oid			types[2] = {UUIDOID, UUIDOID};
