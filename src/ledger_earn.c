@@ -46,6 +46,7 @@
 #include "commands/trigger.h"
 #include "executor/spi.h"
 #include "fmgr.h"
+#include "lib/stringinfo.h"
 #include "miscadmin.h"
 #include "port/atomics.h"
 #include "storage/shmem.h"
@@ -486,34 +487,38 @@ tier_named(EarnProgram *p, const char *tier)
 	return NULL;
 }
 
+/* {"rules": [id, ...]}: what the ledger entry's details say */
 static Datum
-int64_array(int64 *values, int n)
+rules_details(int64 *ids, int n)
 {
-	Datum	   *datums = palloc(sizeof(Datum) * Max(n, 1));
+	StringInfoData buf;
 
+	initStringInfo(&buf);
+	appendStringInfoString(&buf, "{\"rules\": [");
 	for (int i = 0; i < n; i++)
-		datums[i] = Int64GetDatum(values[i]);
-	return PointerGetDatum(construct_array(datums, n, INT8OID, sizeof(int64), FLOAT8PASSBYVAL,
-										   TYPALIGN_DOUBLE));
+		appendStringInfo(&buf, "%s" INT64_FORMAT, i > 0 ? ", " : "", ids[i]);
+	appendStringInfoString(&buf, "]}");
+	return DirectFunctionCall1(jsonb_in, CStringGetDatum(buf.data));
 }
 
 /*
  * The one statement of an earn.  The account is locked and read first
  * (CTE "a"), and the points computed from it: the tier multiplier comes
- * from the program's tiers passed as two arrays ($14, $15), the bonus and
- * the rules applied depend on whether this is the member's first purchase
- * ($16..$19).  Returns one row if the account exists: its tier, and the
- * entry's id, points and the account's new qualifying points, all NULL
- * when the idempotency key was already used (a replay: nothing written);
- * and whether the account's tier was missing from the tiers passed (a
- * tier added since the cached program was read: nothing written either).
+ * from the program's tiers passed as two arrays ($14, $15); the bonus and
+ * the entry's details (the rules applied) depend on whether this is the
+ * member's first purchase ($16..$19).  Returns one row if the account
+ * exists: its tier, and the entry's id, points and the account's new
+ * qualifying points, all NULL when the idempotency key was already used (a
+ * replay: nothing written); and whether the account's tier was missing
+ * from the tiers passed (a tier added since the cached program was read:
+ * nothing written either).
  */
 static const char *const earn_statement =
 "WITH a AS ("
 " SELECT a.balance, a.tier,"
 "  (pg_catalog.floor($12 * $15[pg_catalog.array_position($14, a.tier)])"
 "   + CASE WHEN a.purchases = 0 THEN $17 ELSE $16 END)::bigint AS points,"
-"  CASE WHEN a.purchases = 0 THEN $19 ELSE $18 END AS rules"
+"  CASE WHEN a.purchases = 0 THEN $19 ELSE $18 END AS details"
 " FROM membership.loyalty_accounts a"
 " WHERE a.member_id = $2 AND a.organisation_id = $1"
 " FOR UPDATE"
@@ -522,7 +527,7 @@ static const char *const earn_statement =
 "  (organisation_id, member_id, kind, points, balance_after, idempotency_key, source_type,"
 "   source_ref, amount_cents, category, provider_id, details, occurred_at)"
 " SELECT $1, $2, $3, a.points, a.balance + a.points, $4, $5, $6, $7, $8, $9,"
-"  pg_catalog.jsonb_build_object('rules', a.rules), $10"
+"  a.details, $10"
 " FROM a WHERE a.points IS NOT NULL"
 " ON CONFLICT (organisation_id, idempotency_key) DO NOTHING"
 " RETURNING l.id, l.points"
@@ -551,8 +556,8 @@ static const char *const earn_statement =
 
 static Oid	earn_statement_types[20] = {
 	UUIDOID, UUIDOID, TEXTOID, TEXTOID, TEXTOID, TEXTOID, INT8OID, TEXTOID, UUIDOID, TIMESTAMPTZOID,
-	INT4OID, NUMERICOID, INT4OID, TEXTARRAYOID, NUMERICARRAYOID, INT8OID, INT8OID, INT8ARRAYOID,
-	INT8ARRAYOID, INT4OID
+	INT4OID, NUMERICOID, INT4OID, TEXTARRAYOID, NUMERICARRAYOID, INT8OID, INT8OID, JSONBOID,
+	JSONBOID, INT4OID
 };
 
 /*
@@ -701,8 +706,8 @@ membership_earn_points(PG_FUNCTION_ARGS)
 														 false, TYPALIGN_INT));
 			values[15] = Int64GetDatum(bonus);
 			values[16] = Int64GetDatum(bonus_first);
-			values[17] = int64_array(rule_ids, nrule_ids);
-			values[18] = int64_array(rule_ids_first, nrule_ids_first);
+			values[17] = rules_details(rule_ids, nrule_ids);
+			values[18] = rules_details(rule_ids_first, nrule_ids_first);
 			values[19] = Int32GetDatum(amount > 0 ? 1 : 0);
 			execute(prepare(&plan_write, earn_statement, 20, earn_statement_types), values, nulls, 0);
 			if (SPI_processed == 1)
