@@ -7,16 +7,17 @@
  * statements, each with its executor start-up, and reading the program,
  * the tiers and the earn rules at every call.  Here it is:
  *
- *	1. lock the member's account (one saved plan; opening the account
- *	   first if there is none);
- *	2. apply the organisation's rules, read from this backend's cache of
- *	   loyalty programs (below), in C;
- *	3. one statement (a saved plan) writes the ledger entry, the bucket and
- *	   the account: INSERT ... ON CONFLICT DO NOTHING on the idempotency key
- *	   is the replay check, and when it writes nothing neither does the
- *	   rest;
- *	4. only then, and rarely: a replay is checked against the original
- *	   entry (membership.loyalty_earn_replay()), a tier upgrade applied
+ *	1. the organisation's rules, from this backend's cache of loyalty
+ *	   programs (below), applied in C to the event, both ways the
+ *	   member's account may make of it (first purchase or not);
+ *	2. one statement (a saved plan, earn_statement) locks the account,
+ *	   picks the points for its tier and purchases, and writes the ledger
+ *	   entry, the bucket and the account: INSERT ... ON CONFLICT DO
+ *	   NOTHING on the idempotency key is the replay check, and when it
+ *	   writes nothing neither does the rest;
+ *	3. only then, and rarely: an account is opened (and 2 run again), a
+ *	   replay checked against the original entry
+ *	   (membership.loyalty_earn_replay()), a tier upgrade applied
  *	   (membership.loyalty_apply_upgrades()).
  *
  * The rules are evaluated exactly as membership.loyalty_earn_calc() does
