@@ -296,6 +296,12 @@ SELECT set_config('request.jwt.claims', '', false) IS NOT NULL;
 SELECT fixture.try(format($$SELECT membership.enqueue_notification(%L, %L, 'push', 1, 'news', 'x', 'y')$$,
                           fixture.org('pv-c'), :'c1'));
 SELECT fixture.try(format($$SELECT membership.issue_api_key(%L, NULL, 'free')$$, fixture.org('pv-c')));
+-- its usage report stays available for the last invoices
+INSERT INTO membership.usage_months (organisation_id, api_key_id, provider_id, month, allowed, refused,
+                                     verified_true, verified_false)
+SELECT k.organisation_id, k.id, k.provider_id, '2026-10-01', 40, 2, 30, 10
+FROM membership.api_keys k WHERE k.organisation_id = fixture.org('pv-c') AND k.provider_id IS NOT NULL;
+SELECT * FROM membership.usage_report(fixture.org('pv-c'), '2026-10-01', '2026-11-01');
 SELECT fixture.org('pv-c') IN (SELECT membership.all_organisations()) AS in_jobs,
        fixture.org('pv-c') IN (SELECT membership.offboarded_organisations()) AS awaiting_purge;
 SELECT status, reason FROM membership.notifications WHERE organisation_id = fixture.org('pv-c');

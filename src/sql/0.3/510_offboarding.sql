@@ -224,3 +224,17 @@ BEGIN
         HINT = 'Correct a transaction with a new ADJUST or REVERSAL entry.';
 END
 $$;
+
+-- Invoices for the last months of an offboarded organisation are still
+-- due: its usage report stays available until the purge.
+CREATE OR REPLACE FUNCTION membership.usage_report(organisation uuid, from_date date, to_date date)
+    RETURNS TABLE (month date, provider text, allowed bigint, refused bigint,
+                   verified_true bigint, verified_false bigint)
+    LANGUAGE plpgsql SECURITY DEFINER
+    SET search_path = pg_catalog, membership, pg_temp
+    AS $$
+BEGIN
+    PERFORM membership.find_organisation(organisation);
+    RETURN QUERY SELECT * FROM membership.usage_totals(organisation, from_date, to_date);
+END
+$$;

@@ -32,6 +32,8 @@ BEGIN
         RAISE EXCEPTION USING ERRCODE = 'no_data_found',
             MESSAGE = format('organisation %s has no member %s', organisation, member);
     END IF;
+    -- an earn or redemption in flight finishes first; later ones find no account
+    PERFORM FROM membership.loyalty_accounts a WHERE a.member_id = member FOR UPDATE;
     v_hashes := membership.subject_hashes(v_member.email, v_member.external_id);
     v_dependent_hashes := ARRAY(SELECT d.email_hash FROM membership.dependents d WHERE d.member_id = member);
 
