@@ -384,3 +384,7 @@ INSERT INTO membership.benefit_usage (organisation_id, benefit_id, member_id, pr
 SELECT fixture.org('pv-b'), :lounge, :'dan', p.id, 'pv-direct-2', now() FROM membership.providers p WHERE p.slug = 'pv-a-bank';
 SELECT reference, member_id = :'dan' AS his FROM membership.benefit_usage
 WHERE reference LIKE 'pv-direct-%' ORDER BY 1;
+-- Marketing pushes need the marketing consent (each enqueue path goes
+-- through plan_notifications); personalisation is covered by sql/scoring.sql.
+SELECT (membership.enqueue_notification(fixture.org('pv-b'), :'dan', 'push', 3, 'offers', 'Sale', 'sale')).reason
+       AS without_marketing_consent;
