@@ -4,15 +4,18 @@
 \echo '== Privacy: export, erasure, offboarding and the purge =='
 
 -- How many rows of each table of the extension (of one organisation, where
--- the table has one) contain any of some strings.  The demo runs as a
--- superuser, which row-level security does not restrict.
+-- the table has one) hold one of some values as a whole column or JSON
+-- value.  The demo runs as a superuser, which row-level security does not
+-- restrict.
 CREATE FUNCTION pg_temp.rows_holding(needles text[], org uuid)
     RETURNS TABLE (table_name name, n bigint) LANGUAGE plpgsql AS $$
 BEGIN
     FOR table_name IN SELECT c.relname FROM pg_class c
-                      WHERE c.relnamespace = 'membership'::regnamespace AND c.relkind = 'r' LOOP
-        EXECUTE format('SELECT count(*) FROM membership.%I t WHERE EXISTS (SELECT FROM unnest($1) AS x
-                        WHERE strpos(to_jsonb(t)::text, x) > 0) AND coalesce(to_jsonb(t) ->> %L, $2::text) = $2::text',
+                      WHERE c.relnamespace = 'membership'::regnamespace AND c.relkind = 'r' ORDER BY 1 LOOP
+        EXECUTE format('SELECT count(*) FROM membership.%I t
+                        WHERE coalesce(to_jsonb(t) ->> %L, $2::text) = $2::text
+                          AND EXISTS (SELECT FROM jsonb_path_query(to_jsonb(t), ''strict $.**'') AS v
+                                      WHERE v #>> ''{}'' = ANY ($1))',
                        table_name, CASE WHEN table_name = 'organisations' THEN 'id' ELSE 'organisation_id' END)
             INTO n USING needles, org;
         RETURN NEXT;
@@ -43,7 +46,8 @@ SELECT length(:'export') AS export_bytes, (:'export'::jsonb) -> 'consents' AS co
 SELECT balance AS balance_before FROM membership.loyalty_accounts WHERE member_id = :'subject' \gset
 SELECT jsonb_pretty(membership_api.erase_member(:'subject_external_id', dataset.org_key('physicians')) - 'at') AS erased;
 \echo 'Afterwards the address, the id and the member id are in no row of any table of the organisation:'
-SELECT count(*) FILTER (WHERE n > 0) AS tables_holding_them, count(*) AS tables_searched
+SELECT count(*) AS tables_searched, coalesce(string_agg(table_name || ' ' || n, ', ') FILTER (WHERE n > 0), 'none')
+       AS tables_holding_them
 FROM pg_temp.rows_holding(ARRAY[:'subject_email', :'subject_external_id', :'subject'], :'physicians');
 \echo 'Verification answers false; the points still owed stay on the books under a pseudonym:'
 SELECT membership_api.verify_member(:'subject_email', NULL,
