@@ -55,7 +55,7 @@ END
 $$;
 
 -- Tables with rows of a member, by membership.personal_data's conditions.
-CREATE FUNCTION pg_temp.member_rows(member uuid, hashes bytea[]) RETURNS text
+CREATE FUNCTION pg_temp.member_rows(member uuid, hashes bytea[], org uuid) RETURNS text
     LANGUAGE plpgsql AS $$
 DECLARE
     v_table record;
@@ -64,7 +64,7 @@ DECLARE
 BEGIN
     FOR v_table IN SELECT * FROM membership.personal_data WHERE member_rows IS NOT NULL ORDER BY 1 LOOP
         EXECUTE format('SELECT count(*) FROM membership.%I WHERE %s', v_table.table_name, v_table.member_rows)
-            INTO v_n USING member, hashes, hashes;
+            INTO v_n USING member, hashes, hashes, org;
         IF v_n > 0 THEN
             v_found := v_found || format('%s %s', v_table.table_name, v_n);
         END IF;
@@ -203,7 +203,8 @@ FROM (VALUES ('alice@pv-a.example', 'address'), ('pv-alice', 'external id'), ('D
              (encode(membership.email_hash('bob.dep@pv-a.example'), 'hex'), 'hash of the dependent''s address'))
      AS n(needle, what);
 -- no table has a row of hers any more, by the inventory's own conditions
-SELECT pg_temp.member_rows(:'alice', membership.subject_hashes('alice@pv-a.example', 'pv-alice')) AS rows_of_alice;
+SELECT pg_temp.member_rows(:'alice', membership.subject_hashes('alice@pv-a.example', 'pv-alice'), fixture.org('pv-a'))
+       AS rows_of_alice;
 -- organisation B's member with the same address is untouched
 SELECT pg_temp.holders('alice@pv-a.example', fixture.org('pv-b')) AS held_in_b;
 SELECT membership_api.verify_member('alice@pv-a.example', NULL, fixture.key('pv-b:provider')) ->> 'verified' AS b_verifies;

@@ -49,7 +49,7 @@ BEGIN
     FOR v_table IN SELECT * FROM membership.personal_data WHERE member_rows IS NOT NULL LOOP
         BEGIN
             EXECUTE format('SELECT count(*) FROM membership.%I WHERE %s', v_table.table_name, v_table.member_rows)
-                USING gen_random_uuid(), '{}'::bytea[], '{}'::bytea[];
+                USING gen_random_uuid(), '{}'::bytea[], '{}'::bytea[], gen_random_uuid();
         EXCEPTION WHEN OTHERS THEN
             RETURN NEXT v_table.table_name || ': ' || SQLERRM;
         END;

@@ -31,8 +31,9 @@ ALTER TABLE membership.members ADD CONSTRAINT members_erased_check
 --   member_rows  an SQL condition on the table's rows selecting those of a
 --                member: $1 is the member's id, $2 the SHA-256 hashes of
 --                what identifies them to providers (e-mail address and
---                external id), $3 those of their dependents' addresses;
---                NULL when the table holds no member's data
+--                external id), $3 those of their dependents' addresses, $4
+--                their organisation; NULL when the table holds no member's
+--                data.  Each is answered from an index.
 --   on_erase     delete        the rows are deleted
 --                anonymise     member_id is cleared, the rest kept
 --                pseudonymise  kept, moved to the erased member's pseudonym
@@ -72,18 +73,19 @@ INSERT INTO membership.personal_data (table_name, member_rows, on_erase, erase_o
     ('articles', NULL, 'none', 0, 'articles the organisation writes'),
     ('members', 'id = $1', 'delete', 100,
      'the member: e-mail address, external id, profession, status'),
-    ('dependents', 'member_id = $1 OR email_hash = ANY ($2)', 'delete', 10,
+    ('dependents', 'member_id = $1 OR (organisation_id = $4 AND email_hash = ANY ($2))', 'delete', 10,
      'the member''s dependents, and the member wherever someone lists them as a dependent'),
     ('consents', 'member_id = $1', 'delete', 10, 'the member''s current consents'),
     ('consent_events', 'member_id = $1', 'pseudonymise', 0,
      'kept under the pseudonym as the minimal proof of what was consented to, and when'),
-    ('verification_audit', 'subject_hash = ANY ($2) OR subject_hash = ANY ($3)', 'delete', 10,
+    ('verification_audit', 'organisation_id = $4 AND (subject_hash = ANY ($2) OR subject_hash = ANY ($3))', 'delete', 10,
      'verification calls about the member or their dependents (hashes of what was looked up)'),
     ('loyalty_accounts', 'member_id = $1', 'pseudonymise', 0,
      'kept under the pseudonym: the points still owed are the organisation''s liability'),
     ('loyalty_ledger', 'member_id = $1', 'pseudonymise', 0,
      'kept under the pseudonym, order and partner references and details cleared: amounts stay for accounting'),
-    ('loyalty_buckets', 'member_id = $1', 'pseudonymise', 0, 'follow the ledger: what remains of each earn'),
+    ('loyalty_buckets', 'ledger_id IN (SELECT l.id FROM membership.loyalty_ledger l WHERE l.member_id = $1)',
+     'pseudonymise', 0, 'follow the ledger: what remains of each earn'),
     ('loyalty_allocations', 'ledger_id IN (SELECT l.id FROM membership.loyalty_ledger l WHERE l.member_id = $1)',
      'pseudonymise', 0, 'follow the ledger: which buckets each redemption used'),
     ('loyalty_rewards', 'member_id = $1', 'pseudonymise', 0,
@@ -96,10 +98,20 @@ INSERT INTO membership.personal_data (table_name, member_rows, on_erase, erase_o
      ' OR device_id IN (SELECT d.id FROM membership.devices d WHERE d.member_id = $1)',
      'delete', 10, 'per-device delivery records of the member''s notifications'),
     ('notification_preferences', 'member_id = $1', 'delete', 10, 'opt-outs, muted categories, quiet hours'),
-    ('benefit_usage', 'member_id = $1', 'anonymise', 10,
+    ('benefit_usage', 'organisation_id = $4 AND member_id = $1', 'anonymise', 10,
      'uses of benefits: kept as anonymous counts for the organisation''s reports'),
     ('category_preferences', 'member_id = $1', 'delete', 10, 'bookmarked and hidden categories'),
-    ('feeds', 'member_id = $1', 'delete', 10, 'the member''s personal benefit feed');
+    ('feeds', 'organisation_id = $4 AND member_id = $1', 'delete', 10, 'the member''s personal benefit feed');
+
+-- Erasure and export find a member's rows through these: every
+-- notification and every device (the indexes they replace held only sent
+-- notifications and active devices, which serve the inbox and the push
+-- worker as well), and the audited calls about an address or id.
+DROP INDEX membership.notifications_inbox_idx;
+CREATE INDEX notifications_member_idx ON membership.notifications (member_id, id);
+DROP INDEX membership.devices_member_idx;
+CREATE INDEX devices_member_idx ON membership.devices (member_id);
+CREATE INDEX verification_audit_subject_idx ON membership.verification_audit (organisation_id, subject_hash);
 
 -- The one record a purge leaves of an organisation: who it was (an
 -- organisation, not a person), when it left and how much was deleted.

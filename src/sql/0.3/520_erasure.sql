@@ -65,7 +65,7 @@ BEGIN
                        WHEN 'delete' THEN 'DELETE FROM membership.%I WHERE %s'
                        ELSE 'UPDATE membership.%I SET member_id = NULL WHERE %s' END,
                        v_table.table_name, v_table.member_rows)
-            USING member, v_hashes, v_dependent_hashes;
+            USING member, v_hashes, v_dependent_hashes, organisation;
         GET DIAGNOSTICS v_n = ROW_COUNT;
         v_done := v_done || jsonb_build_object(v_table.table_name, v_n);
     END LOOP;

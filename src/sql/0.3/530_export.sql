@@ -24,7 +24,7 @@ BEGIN
         -- $3 (dependents' hashes) stays empty: lookups of a dependent are about that person
         EXECUTE format('SELECT coalesce(jsonb_agg(to_jsonb(r) ORDER BY to_jsonb(r)::text), ''[]'')'
                        ' FROM membership.%I r WHERE %s', v_table.table_name, v_table.member_rows)
-            INTO v_rows USING member, v_hashes, '{}'::bytea[];
+            INTO v_rows USING member, v_hashes, '{}'::bytea[], v_member.organisation_id;
         v_data := v_data || jsonb_build_object(v_table.table_name, v_rows);
     END LOOP;
     RETURN jsonb_build_object(
