@@ -28,7 +28,7 @@ PG_CFLAGS = -Wall -Wextra -Werror -Wno-unused-parameter
 
 # pg_regress suites, one per capability, in dependency order.
 REGRESS = install email organisations api_keys identity members sync dependents consents \
-	verify jobs benefits scoring benefits_articles benefits_reports notify notify_slots push ledger loyalty_notices
+	verify jobs benefits scoring benefits_articles benefits_reports notify notify_slots push ledger loyalty_notices privacy
 REGRESS_OPTS = --dbname=membership_regress
 
 PG_CONFIG ?= pg_config

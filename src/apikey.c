@@ -12,7 +12,11 @@
  * apikey_resolve() is the one way a presented key becomes an ApiKeyInfo,
  * for the PL/pgSQL API functions (through identity.c) and for
  * verify_member alike: format check, hash, cache (keycache.c) or table,
- * then revoked and expired keys refused with PT401.
+ * then revoked and expired keys refused with PT401.  The keys of an
+ * offboarded organisation are revoked but still resolve, flagged, until
+ * the organisation is purged: verification answers them {"verified":
+ * false}, as it does for a removed member, and every other caller refuses
+ * them (identity.c).
  *
  *-------------------------------------------------------------------------
  */
@@ -25,6 +29,7 @@
 #include "funcapi.h"
 #include "utils/builtins.h"
 #include "utils/fmgroids.h"
+#include "utils/lsyscache.h"
 #include "utils/rel.h"
 #include "utils/snapmgr.h"
 #include "utils/timestamp.h"
@@ -104,6 +109,39 @@ plan_limit(Datum plan, Snapshot snapshot)
 }
 
 /*
+ * Has this organisation been offboarded?  Offboarding revokes its keys in
+ * the same transaction, which invalidates every cached key, so the answer
+ * is read whenever the key is.  (Before release 0.3 there is no such
+ * column, and no organisation is offboarded.)
+ */
+bool
+organisation_offboarded(const pg_uuid_t *org_id, Snapshot snapshot)
+{
+	Relation	rel = table_open(membership_relid("organisations"), AccessShareLock);
+	AttrNumber	attnum = get_attnum(RelationGetRelid(rel), "offboarded_at");
+	bool		offboarded = false;
+
+	if (attnum != InvalidAttrNumber)
+	{
+		ScanKeyData skey;
+		HeapTuple	tuple;
+
+		ScanKeyInit(&skey, membership_attnum(rel, "id"), BTEqualStrategyNumber,
+					F_UUID_EQ, UUIDPGetDatum(unconstify(pg_uuid_t *, org_id)));
+		tuple = membership_fetch_unique(rel, membership_relid("organisations_pkey"), 1, &skey, snapshot);
+		if (tuple != NULL)
+		{
+			bool		isnull;
+
+			heap_getattr(tuple, attnum, RelationGetDescr(rel), &isnull);
+			offboarded = !isnull;
+		}
+	}
+	table_close(rel, AccessShareLock);
+	return offboarded;
+}
+
+/*
  * Read the key with this hash, and its plan's limit, from the tables with
  * a snapshot taken now (see keycache.c for why now).  False when unknown.
  */
@@ -152,6 +190,7 @@ apikey_fetch(const uint8 *hash, ApiKeyInfo *info)
 	text_to_cstring_buffer(DatumGetTextPP(d), info->prefix, sizeof(info->prefix));
 	d = heap_getattr(tuple, membership_attnum(rel, "plan"), desc, &isnull);
 	info->requests_per_minute = plan_limit(d, snapshot);
+	info->offboarded = organisation_offboarded(&info->org_id, snapshot);
 
 	table_close(rel, AccessShareLock);
 	UnregisterSnapshot(snapshot);
@@ -184,7 +223,7 @@ apikey_resolve(const char *key, size_t len, const char *source, ApiKeyInfo *info
 			break;
 	}
 
-	if (info->revoked)
+	if (info->revoked && !info->offboarded)
 		ereport(ERROR,
 				(errcode(ERRCODE_MEMBERSHIP_UNAUTHORIZED),
 				 errmsg("API key \"%s\" has been revoked", info->prefix)));

@@ -112,6 +112,11 @@ resolve_api_key(const char *key, size_t len, const char *source, Caller *caller)
 	ApiKeyInfo	info;
 
 	apikey_resolve(key, len, source, &info);
+	if (info.offboarded)
+		ereport(ERROR,
+				(errcode(ERRCODE_MEMBERSHIP_UNAUTHORIZED),
+				 errmsg("API key \"%s\" has been revoked", info.prefix),
+				 errdetail("Its organisation has been offboarded.")));
 	memset(caller, 0, sizeof(*caller));
 	caller->kind = info.has_provider ? CALLER_PROVIDER : CALLER_ORGANISATION;
 	caller->has_org = true;
@@ -226,6 +231,10 @@ resolve_claims(const char *claims, Caller *caller)
 			ereport(ERROR,
 					(errcode(ERRCODE_MEMBERSHIP_UNAUTHORIZED),
 					 errmsg("unknown organisation in JWT claims")));
+		if (organisation_offboarded(&caller->org_id, GetActiveSnapshot()))
+			ereport(ERROR,
+					(errcode(ERRCODE_MEMBERSHIP_UNAUTHORIZED),
+					 errmsg("the organisation in the JWT claims has been offboarded")));
 	}
 	if (kind == CALLER_MEMBER)
 	{

@@ -43,6 +43,7 @@
 #include "storage/spin.h"
 #include "utils/builtins.h"
 #include "utils/guc.h"
+#include "utils/lsyscache.h"
 #include "utils/memutils.h"
 #include "utils/rel.h"
 #include "utils/resowner.h"
@@ -55,6 +56,7 @@ PG_FUNCTION_INFO_V1(membership_run_job);
 PG_FUNCTION_INFO_V1(membership_report_job_progress);
 PG_FUNCTION_INFO_V1(membership_job_progress);
 PG_FUNCTION_INFO_V1(membership_all_organisations);
+PG_FUNCTION_INFO_V1(membership_offboarded_organisations);
 
 /* How many jobs may run at once, across all databases of the cluster. */
 #define JOBS_MAX_RUNNING	32
@@ -531,16 +533,20 @@ uuid_compare(const void *a, const void *b)
 }
 
 /*
- * The ids of every organisation, in order.  Jobs act for one organisation
- * at a time, so they must first learn which organisations exist: a question
- * row-level security cannot answer (with no tenant chosen, no organisation
- * is visible), so this reads the table directly, with the active snapshot.
+ * The ids of every current organisation (or, with "offboarded", of every
+ * offboarded one), in order.  Jobs act for one organisation at a time, so
+ * they must first learn which organisations exist: a question row-level
+ * security cannot answer (with no tenant chosen, no organisation is
+ * visible), so this reads the table directly, with the active snapshot.
+ * An offboarded organisation is out of every job but the purge.
  */
 pg_uuid_t *
-jobs_organisation_ids(int *count)
+jobs_organisation_ids(int *count, bool offboarded)
 {
 	Relation	rel = table_open(membership_relid("organisations"), AccessShareLock);
 	AttrNumber	attnum = membership_attnum(rel, "id");
+	/* absent before release 0.3: then nothing is offboarded */
+	AttrNumber	offboarded_attnum = get_attnum(RelationGetRelid(rel), "offboarded_at");
 	TableScanDesc scan = table_beginscan(rel, GetActiveSnapshot(), 0, NULL);
 	HeapTuple	tuple;
 	int			n = 0;
@@ -550,9 +556,17 @@ jobs_organisation_ids(int *count)
 	while ((tuple = heap_getnext(scan, ForwardScanDirection)) != NULL)
 	{
 		bool		isnull;
+		bool		is_offboarded = false;
 		Datum		id = heap_getattr(tuple, attnum, RelationGetDescr(rel), &isnull);
 
 		if (isnull)
+			continue;
+		if (offboarded_attnum != InvalidAttrNumber)
+		{
+			heap_getattr(tuple, offboarded_attnum, RelationGetDescr(rel), &isnull);
+			is_offboarded = !isnull;
+		}
+		if (is_offboarded != offboarded)
 			continue;
 		if (n == size)
 		{
@@ -571,19 +585,20 @@ jobs_organisation_ids(int *count)
 
 /*
  * membership.all_organisations() RETURNS SETOF uuid
+ * membership.offboarded_organisations() RETURNS SETOF uuid
  *
  * jobs_organisation_ids() for jobs written in SQL: they loop over it and
  * act for each organisation in turn.  Executable by the owner role only.
  */
-Datum
-membership_all_organisations(PG_FUNCTION_ARGS)
+static Datum
+organisation_ids_srf(FunctionCallInfo fcinfo, bool offboarded)
 {
 	ReturnSetInfo *rsinfo = (ReturnSetInfo *) fcinfo->resultinfo;
 	int			n;
 	pg_uuid_t  *ids;
 
 	InitMaterializedSRF(fcinfo, MAT_SRF_USE_EXPECTED_DESC);
-	ids = jobs_organisation_ids(&n);
+	ids = jobs_organisation_ids(&n, offboarded);
 	for (int i = 0; i < n; i++)
 	{
 		Datum		value = UUIDPGetDatum(&ids[i]);
@@ -592,4 +607,16 @@ membership_all_organisations(PG_FUNCTION_ARGS)
 		tuplestore_putvalues(rsinfo->setResult, rsinfo->setDesc, &value, &isnull);
 	}
 	return (Datum) 0;
+}
+
+Datum
+membership_all_organisations(PG_FUNCTION_ARGS)
+{
+	return organisation_ids_srf(fcinfo, false);
+}
+
+Datum
+membership_offboarded_organisations(PG_FUNCTION_ARGS)
+{
+	return organisation_ids_srf(fcinfo, true);
 }

@@ -61,6 +61,7 @@ _PG_init(void)
 	PushWorkerInit();
 	MembershipShmemInit();
 	JobsInit();
+	PrivacyInit();
 
 	MarkGUCPrefixReserved("membership");
 }

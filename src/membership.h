@@ -54,6 +54,7 @@ extern void VerifyInit(void);
 extern void UsageWorkerInit(void);
 extern void AnswerCacheInit(void);
 extern void JobsInit(void);
+extern void PrivacyInit(void);
 
 extern void membership_require_preload(const char *feature);
 
@@ -130,6 +131,7 @@ typedef struct ApiKeyInfo
 	pg_uuid_t	provider_id;
 	int32		requests_per_minute;	/* -1: unlimited */
 	bool		revoked;
+	bool		offboarded;		/* its organisation was offboarded */
 	bool		has_expiry;
 	TimestampTz expires_at;
 	char		prefix[16];
@@ -138,6 +140,7 @@ typedef struct ApiKeyInfo
 /* apikey.c */
 extern bool apikey_parse(const char *key, size_t len);
 extern bool apikey_fetch(const uint8 *hash, ApiKeyInfo *info);
+extern bool organisation_offboarded(const pg_uuid_t *org_id, Snapshot snapshot);
 extern void apikey_resolve(const char *key, size_t len, const char *source,
 						   ApiKeyInfo *info);
 
@@ -263,7 +266,7 @@ extern HeapTuple membership_fetch_unique(Relation rel, Oid indexid, int nkeys,
 
 /* jobs.c: periodic jobs, their runs and their progress */
 extern void jobs_report_progress(int64 done, int64 total, const char *phase);
-extern pg_uuid_t *jobs_organisation_ids(int *count);
+extern pg_uuid_t *jobs_organisation_ids(int *count, bool offboarded);
 
 /* push_worker.c, push_wake.c: the push worker and its wake-up at commit */
 extern int	push_workers;

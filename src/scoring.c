@@ -1071,7 +1071,7 @@ membership_score_feeds(PG_FUNCTION_ARGS)
 	read_only = false;
 	jobs_report_progress(0, -1, "counting members");
 	load_catalogue(&cat, as_of, passcxt);
-	orgs = jobs_organisation_ids(&norgs);
+	orgs = jobs_organisation_ids(&norgs, false);
 	for (int i = 0; i < norgs; i++)
 	{
 		Datum		args[1] = {UUIDPGetDatum(&orgs[i])};

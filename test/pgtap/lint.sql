@@ -26,7 +26,9 @@ INSERT INTO global_tables VALUES
     ('category_relevance', 'platform profession-to-category relevance matrix'),
     ('jobs', 'registry of the extension''s periodic jobs'),
     ('job_settings', 'platform schedules of the periodic jobs'),
-    ('job_runs', 'record of job runs across organisations: counts and errors, no member data');
+    ('job_runs', 'record of job runs across organisations: counts and errors, no member data'),
+    ('personal_data', 'inventory of what each tenant table holds of members, read by erasure and export'),
+    ('purged_organisations', 'what is left of a purged organisation: its name and row counts, no member data');
 
 SELECT set_eq(
     'SELECT relname FROM ext_tables WHERE tenant_column IS NULL',
