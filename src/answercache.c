@@ -21,8 +21,18 @@
  * A transaction that changed members itself bypasses the cache, so it sees
  * its own changes.
  *
- * When the table is full, stale entries go first, then a sixteenth of the
- * table: crude, bounded, and hot answers come back at once.
+ * The cache is read on every call by every backend, so it takes no lock.
+ * It is an array of four-slot sets indexed by the question's hash (already
+ * a SHA-256, so no further hashing is needed), each slot two cache lines.
+ * A slot carries a change count that is odd while a writer fills it, the
+ * protocol of PgBackendStatus.st_changecount: a reader that finds it odd,
+ * or changed across its copy, does not use the slot and reads the tables
+ * instead.  A writer claims a slot by moving its count from even to odd
+ * with a compare-and-swap, and leaves the slot alone if another writer has
+ * it.  A new answer goes to the slot already holding its question, else an
+ * empty one, else one whose answer is stale, else the older of the two
+ * (which is then counted as evicted): room is made one slot at a time,
+ * without a pass over the table.
  *
  *-------------------------------------------------------------------------
  */
@@ -38,7 +48,6 @@
 #include "storage/lwlock.h"
 #include "storage/shmem.h"
 #include "utils/guc.h"
-#include "utils/hsearch.h"
 #include "utils/lsyscache.h"
 #include "utils/rel.h"
 
@@ -47,28 +56,41 @@
 PG_FUNCTION_INFO_V1(membership_note_member_change);
 
 #define ANSWER_GENERATIONS 4096
+#define ANSWER_WAYS 4
+#define ANSWER_SLOT_SIZE 128
 
-typedef struct AnswerEntry
+typedef struct AnswerSlot
 {
-	AnswerTag	tag;			/* hash key: must be first */
+	pg_atomic_uint32 changecount;	/* odd while a writer fills the slot */
+	AnswerTag	tag;			/* dboid InvalidOid: never filled */
 	uint64		generation;
+	uint64		stamp;			/* when it was filled, in fills */
 	VerifyAnswer answer;
-} AnswerEntry;
+} AnswerSlot;
+
+StaticAssertDecl(sizeof(AnswerSlot) <= ANSWER_SLOT_SIZE, "an answer slot must fit in its two cache lines");
+
+typedef union AnswerSlotPadded
+{
+	AnswerSlot	slot;
+	char		pad[ANSWER_SLOT_SIZE];
+} AnswerSlotPadded;
 
 typedef struct AnswerShared
 {
 	pg_atomic_uint64 generations[ANSWER_GENERATIONS];
+	pg_atomic_uint64 used;		/* slots ever filled */
 	pg_atomic_uint64 hits;
 	pg_atomic_uint64 fills;
-	pg_atomic_uint64 wipes;		/* entries evicted to make room */
+	pg_atomic_uint64 wipes;		/* current answers replaced to make room */
 } AnswerShared;
 
 int			answer_cache_size = 262144;
 static bool answer_cache_enabled = true;
 
 static AnswerShared *answer_shared = NULL;
-static HTAB *answer_htab = NULL;
-static LWLockPadded *answer_locks = NULL;
+static AnswerSlotPadded *answer_slots = NULL;
+static uint64 answer_sets = 0;
 
 /* generations this transaction changed, bumped at commit */
 static bool changed_any = false;
@@ -76,37 +98,49 @@ static bool changed_all = false;
 static uint64 changed_bits[ANSWER_GENERATIONS / 64];
 static bool callback_registered = false;
 
+static uint64
+answer_set_count(void)
+{
+	return Max(answer_cache_size / ANSWER_WAYS, 1);
+}
+
 Size
 AnswerCacheShmemSize(void)
 {
+	/* the slots start on a cache line: one more slot's worth for the alignment */
 	return add_size(MAXALIGN(sizeof(AnswerShared)),
-					hash_estimate_size(answer_cache_size, sizeof(AnswerEntry)));
+					mul_size(answer_set_count() * ANSWER_WAYS + 1, sizeof(AnswerSlotPadded)));
 }
 
+/*
+ * The tranche's answer-cache locks ("locks") are no longer taken: the
+ * cache is read and written without them (see the file's header).
+ */
 void
 AnswerCacheShmemInit(LWLockPadded *locks)
 {
-	HASHCTL		info;
 	bool		found;
+	char	   *slots;
+	uint64		nslots;
 
-	answer_locks = locks;
+	answer_sets = answer_set_count();
+	nslots = answer_sets * ANSWER_WAYS;
 	answer_shared = ShmemInitStruct("membership answer cache", sizeof(AnswerShared), &found);
+	slots = ShmemInitStruct("membership answer cache entries",
+							(nslots + 1) * sizeof(AnswerSlotPadded), &found);
+	answer_slots = (AnswerSlotPadded *) TYPEALIGN(ANSWER_SLOT_SIZE, slots);
 	if (!found)
 	{
 		for (int i = 0; i < ANSWER_GENERATIONS; i++)
 			pg_atomic_init_u64(&answer_shared->generations[i], 1);
+		pg_atomic_init_u64(&answer_shared->used, 0);
 		pg_atomic_init_u64(&answer_shared->hits, 0);
 		pg_atomic_init_u64(&answer_shared->fills, 0);
 		pg_atomic_init_u64(&answer_shared->wipes, 0);
+		memset(answer_slots, 0, nslots * sizeof(AnswerSlotPadded));
+		for (uint64 i = 0; i < nslots; i++)
+			pg_atomic_init_u32(&answer_slots[i].slot.changecount, 0);
 	}
-
-	memset(&info, 0, sizeof(info));
-	info.keysize = sizeof(AnswerTag);
-	info.entrysize = sizeof(AnswerEntry);
-	info.num_partitions = ANSWER_PARTITIONS;
-	answer_htab = ShmemInitHash("membership answer cache entries",
-								answer_cache_size, answer_cache_size, &info,
-								HASH_ELEM | HASH_BLOBS | HASH_PARTITION);
 }
 
 void
@@ -124,7 +158,7 @@ AnswerCacheInit(void)
 	if (process_shared_preload_libraries_in_progress)
 		DefineCustomIntVariable("membership.verify_cache_size",
 								"Number of verification answers kept in shared memory.",
-								"Each entry is about 130 bytes. Answers beyond this many are "
+								"Each entry takes 128 bytes. Answers beyond this many are "
 								"looked up in the tables.",
 								&answer_cache_size,
 								262144, 1024, 100000000,
@@ -140,6 +174,44 @@ generation_of(const pg_uuid_t *org)
 }
 
 /*
+ * The first slot of the set a question belongs to.  The subject is a
+ * SHA-256, as good a hash as any; the organisation is mixed in so that one
+ * person asked about in several organisations spreads over several sets.
+ */
+static AnswerSlotPadded *
+answer_set(const AnswerTag *tag)
+{
+	uint64		h;
+	uint64		o;
+
+	memcpy(&h, tag->subject, sizeof(h));
+	memcpy(&o, tag->org_id.data, sizeof(o));
+	h ^= o ^ tag->by_email;
+	return &answer_slots[(h % answer_sets) * ANSWER_WAYS];
+}
+
+/*
+ * Copy the answer in "slot" if it is the one for "tag" under "generation",
+ * checking that no writer changed the slot meanwhile.
+ */
+static bool
+answer_slot_read(AnswerSlot *slot, const AnswerTag *tag, uint64 generation, VerifyAnswer *answer)
+{
+	uint32		before = pg_atomic_read_u32(&slot->changecount);
+	bool		match;
+
+	if (before & 1)
+		return false;
+	pg_read_barrier();
+	match = slot->generation == generation &&
+		memcmp(&slot->tag, tag, sizeof(AnswerTag)) == 0;
+	if (match)
+		*answer = slot->answer;
+	pg_read_barrier();
+	return match && pg_atomic_read_u32(&slot->changecount) == before;
+}
+
+/*
  * Begin answering (org, subject): fills *tag, and returns true with
  * *answer set on a hit.  On a miss, *generation is the counter value to
  * pass to answercache_store(); the caller must read the tables with a
@@ -151,13 +223,10 @@ bool
 answercache_fetch(const pg_uuid_t *org, bool by_email, const uint8 *subject,
 				  AnswerTag *tag, uint64 *generation, VerifyAnswer *answer)
 {
-	uint32		hashcode;
-	AnswerEntry *entry;
-	bool		hit = false;
-	LWLock	   *lock;
+	AnswerSlotPadded *set;
 
 	*generation = 0;
-	if (answer_htab == NULL || changed_any || !answer_cache_enabled)
+	if (answer_slots == NULL || changed_any || !answer_cache_enabled)
 		return false;
 
 	memset(tag, 0, sizeof(*tag));
@@ -169,100 +238,89 @@ answercache_fetch(const pg_uuid_t *org, bool by_email, const uint8 *subject,
 	*generation = pg_atomic_read_u64(&answer_shared->generations[generation_of(org)]);
 	pg_read_barrier();
 
-	hashcode = get_hash_value(answer_htab, tag);
-	lock = &answer_locks[hashcode % ANSWER_PARTITIONS].lock;
-	LWLockAcquire(lock, LW_SHARED);
-	entry = hash_search_with_hash_value(answer_htab, tag, hashcode, HASH_FIND, NULL);
-	if (entry != NULL && entry->generation == *generation)
+	set = answer_set(tag);
+	for (int way = 0; way < ANSWER_WAYS; way++)
 	{
-		*answer = entry->answer;
-		hit = true;
+		if (answer_slot_read(&set[way].slot, tag, *generation, answer))
+			return true;
 	}
-	LWLockRelease(lock);
-	return hit;
+	return false;
 }
 
-/*
- * Make room when the table is full: with every partition locked, drop the
- * entries whose organisation moved on, and if that frees too little, the
- * whole partition "victims".
- */
-static void
-answercache_evict(uint32 victims)
+/* Is the answer in "slot" still current?  (Read without the change count: a guess.) */
+static bool
+answer_slot_current(AnswerSlot *slot)
 {
-	HASH_SEQ_STATUS status;
-	AnswerEntry *entry;
-	long		full;
-	long		left;
-
-	for (int i = 0; i < ANSWER_PARTITIONS; i++)
-		LWLockAcquire(&answer_locks[i].lock, LW_EXCLUSIVE);
-
-	full = hash_get_num_entries(answer_htab);
-	hash_seq_init(&status, answer_htab);
-	while ((entry = hash_seq_search(&status)) != NULL)
-	{
-		uint64		current = pg_atomic_read_u64(&answer_shared->generations[generation_of(&entry->tag.org_id)]);
-
-		if (entry->generation != current)
-			hash_search(answer_htab, &entry->tag, HASH_REMOVE, NULL);
-	}
-	if (hash_get_num_entries(answer_htab) > full - answer_cache_size / ANSWER_PARTITIONS)
-	{
-		hash_seq_init(&status, answer_htab);
-		while ((entry = hash_seq_search(&status)) != NULL)
-		{
-			if (get_hash_value(answer_htab, &entry->tag) % ANSWER_PARTITIONS == victims)
-				hash_search(answer_htab, &entry->tag, HASH_REMOVE, NULL);
-		}
-	}
-	left = hash_get_num_entries(answer_htab);
-	pg_atomic_fetch_add_u64(&answer_shared->wipes, (uint64) (full - left));
-
-	for (int i = ANSWER_PARTITIONS - 1; i >= 0; i--)
-		LWLockRelease(&answer_locks[i].lock);
+	return slot->generation ==
+		pg_atomic_read_u64(&answer_shared->generations[generation_of(&slot->tag.org_id)]);
 }
 
 /* Remember an answer read under "generation" (see answercache_fetch). */
 void
 answercache_store(const AnswerTag *tag, uint64 generation, const VerifyAnswer *answer)
 {
-	uint32		hashcode;
-	AnswerEntry *entry;
-	bool		found;
-	LWLock	   *lock;
+	AnswerSlotPadded *set;
+	AnswerSlot *slot = NULL;
+	uint32		count;
+	bool		was_empty;
+	bool		was_current;
 
-	if (answer_htab == NULL || generation == 0)
+	if (answer_slots == NULL || generation == 0)
 		return;
 
-	hashcode = get_hash_value(answer_htab, tag);
-	lock = &answer_locks[hashcode % ANSWER_PARTITIONS].lock;
-	for (int attempt = 0; attempt < 2; attempt++)
+	/*
+	 * Choose a slot of the set: the one holding this question, else an
+	 * empty one, else one whose answer is stale, else the older one.  The
+	 * slots are looked at without their change counts, so the choice may be
+	 * made on a torn read; it only decides which answer to replace.
+	 */
+	set = answer_set(tag);
+	for (int way = 0; way < ANSWER_WAYS && slot == NULL; way++)
 	{
-		LWLockAcquire(lock, LW_EXCLUSIVE);
-		/* shared hash tables grow into spare shared memory: hold the line */
-		if (hash_get_num_entries(answer_htab) >= answer_cache_size)
-			entry = hash_search_with_hash_value(answer_htab, tag, hashcode, HASH_FIND, &found);
-		else
-			entry = hash_search_with_hash_value(answer_htab, tag, hashcode, HASH_ENTER_NULL, &found);
-		if (entry != NULL)
-		{
-			entry->generation = generation;
-			entry->answer = *answer;
-			pg_atomic_fetch_add_u64(&answer_shared->fills, 1);
-		}
-		LWLockRelease(lock);
-		if (entry != NULL || attempt == 1)
-			break;
-		answercache_evict(hashcode % ANSWER_PARTITIONS);
+		if (memcmp(&set[way].slot.tag, tag, sizeof(AnswerTag)) == 0)
+			slot = &set[way].slot;
 	}
+	for (int way = 0; way < ANSWER_WAYS && slot == NULL; way++)
+	{
+		if (!OidIsValid(set[way].slot.tag.dboid) || !answer_slot_current(&set[way].slot))
+			slot = &set[way].slot;
+	}
+	if (slot == NULL)
+	{
+		slot = &set[0].slot;
+		for (int way = 1; way < ANSWER_WAYS; way++)
+		{
+			if (set[way].slot.stamp < slot->stamp)
+				slot = &set[way].slot;
+		}
+	}
+
+	/* claim it, unless another backend is writing it: then leave it be */
+	count = pg_atomic_read_u32(&slot->changecount);
+	if ((count & 1) || !pg_atomic_compare_exchange_u32(&slot->changecount, &count, count + 1))
+		return;
+
+	was_empty = !OidIsValid(slot->tag.dboid);
+	was_current = !was_empty && memcmp(&slot->tag, tag, sizeof(AnswerTag)) != 0 &&
+		answer_slot_current(slot);
+	memcpy(&slot->tag, tag, sizeof(AnswerTag));
+	slot->generation = generation;
+	slot->stamp = pg_atomic_fetch_add_u64(&answer_shared->fills, 1);
+	slot->answer = *answer;
+	pg_write_barrier();
+	pg_atomic_write_u32(&slot->changecount, count + 2);
+
+	if (was_empty)
+		pg_atomic_fetch_add_u64(&answer_shared->used, 1);
+	if (was_current)
+		pg_atomic_fetch_add_u64(&answer_shared->wipes, 1);
 }
 
 void
 answercache_stats(int64 *used, int64 *capacity, int64 *fills, int64 *wipes)
 {
-	*used = answer_htab ? hash_get_num_entries(answer_htab) : 0;
-	*capacity = answer_htab ? answer_cache_size : 0;
+	*used = answer_shared ? pg_atomic_read_u64(&answer_shared->used) : 0;
+	*capacity = answer_slots ? answer_sets * ANSWER_WAYS : 0;
 	*fills = answer_shared ? pg_atomic_read_u64(&answer_shared->fills) : 0;
 	*wipes = answer_shared ? pg_atomic_read_u64(&answer_shared->wipes) : 0;
 }

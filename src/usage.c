@@ -229,22 +229,27 @@ usage_admit(int64 key_id, int32 limit, TimestampTz now, UsageSlot **slot, int *r
 	 */
 	last_tag = tag;
 	last_slot = s;
+	*slot = s;
+	if (limit < 0)
+	{
+		/* nothing to refuse: one atomic add, no read of the counter first */
+		pg_atomic_fetch_add_u64(&s->counts[USAGE_ALLOWED_CALLS], 1);
+		return USAGE_ALLOWED;
+	}
 	allowed = pg_atomic_read_u64(&s->counts[USAGE_ALLOWED_CALLS]);
 	for (;;)
 	{
-		if (limit >= 0 && allowed >= (uint64) limit)
+		if (allowed >= (uint64) limit)
 		{
 			int64		usecs_left = USECS_PER_MINUTE - (now % USECS_PER_MINUTE);
 
 			pg_atomic_fetch_add_u64(&s->counts[USAGE_REFUSED_CALLS], 1);
 			*retry_seconds = (int) ((usecs_left + USECS_PER_SEC - 1) / USECS_PER_SEC);
-			*slot = s;
 			return USAGE_REFUSED;
 		}
 		if (pg_atomic_compare_exchange_u64(&s->counts[USAGE_ALLOWED_CALLS], &allowed, allowed + 1))
 			break;
 	}
-	*slot = s;
 	return USAGE_ALLOWED;
 }
 

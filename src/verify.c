@@ -21,6 +21,8 @@
  */
 #include "postgres.h"
 
+#include <openssl/sha.h>
+
 #include "access/genam.h"
 #include "access/htup_details.h"
 #include "access/relscan.h"
@@ -269,67 +271,88 @@ lookup_by_user_id(const pg_uuid_t *org, text *user_id, Snapshot snapshot, Verify
 	table_close(members, NoLock);
 }
 
-static void
-set_string(JsonbValue *v, const char *str, int len)
-{
-	v->type = jbvString;
-	v->val.string.val = unconstify(char *, str);
-	v->val.string.len = len;
-}
-
 /*
  * {"tier": ..., "verified": true, "member_since": "YYYY-MM-DD"} or
- * {"verified": false}, built as one object value whose keys are already in
- * jsonb's order (shorter keys first), so nothing needs sorting.
+ * {"verified": false}, written straight in jsonb's binary form (see
+ * utils/jsonb.h) rather than through JsonbValueToJsonb(), which builds it
+ * in a growing buffer of its own: the shape never changes, so the size is
+ * known and one palloc holds it.  The layout is what convertToJsonb()
+ * makes of the same object: the object's header, one JEntry per key, then
+ * one per value, then the keys' bytes and the values' bytes in that order.
+ * Keys are in jsonb's order (shorter first); the first JEntry of an object
+ * holds the end offset of its data rather than its length (every
+ * JB_OFFSET_STRIDE'th does, and there are never more than six); true and
+ * false are in their JEntries and take no data.
  */
 static Jsonb *
 verdict_jsonb(const VerifyAnswer *verdict)
 {
-	JsonbValue	object;
-	JsonbPair	pairs[3];
-	char		since[16];
-	int			n = 0;
+	static const char keys[] = "tierverifiedmember_since";
+	int			npairs = verdict->verified ? 3 : 1;
+	int			tierlen = verdict->verified ? strlen(verdict->tier) : 0;
+	int			size = VARHDRSZ + sizeof(uint32) + 2 * npairs * sizeof(JEntry) +
+		(verdict->verified ? 4 + 8 + 12 + tierlen + 10 : 8);
+	Jsonb	   *jb = palloc(size);
+	uint32	   *header = (uint32 *) VARDATA(jb);
+	JEntry	   *entries = (JEntry *) (header + 1);
+	char	   *data = (char *) (entries + 2 * npairs);
 
-	if (verdict->verified)
+	SET_VARSIZE(jb, size);
+	*header = npairs | JB_FOBJECT;
+	if (!verdict->verified)
 	{
-		set_string(&pairs[n].key, "tier", 4);
-		set_string(&pairs[n].value, verdict->tier, strlen(verdict->tier));
-		pairs[n].order = n;
-		n++;
+		entries[0] = JENTRY_HAS_OFF | 8;
+		entries[1] = JENTRY_ISBOOL_FALSE;
+		memcpy(data, keys + 4, 8);
+		return jb;
 	}
-	set_string(&pairs[n].key, "verified", 8);
-	pairs[n].value.type = jbvBool;
-	pairs[n].value.val.boolean = verdict->verified;
-	pairs[n].order = n;
-	n++;
-	if (verdict->verified)
+
+	entries[0] = JENTRY_HAS_OFF | 4;	/* "tier" */
+	entries[1] = 8;				/* "verified" */
+	entries[2] = 12;			/* "member_since" */
+	entries[3] = tierlen;
+	entries[4] = JENTRY_ISBOOL_TRUE;
+	entries[5] = 10;
+	memcpy(data, keys, 24);
+	data += 24;
+	memcpy(data, verdict->tier, tierlen);
+	data += tierlen;
 	{
 		int			year;
 		int			month;
 		int			day;
 
 		j2date(verdict->member_since + POSTGRES_EPOCH_JDATE, &year, &month, &day);
-		since[0] = '0' + year / 1000 % 10;
-		since[1] = '0' + year / 100 % 10;
-		since[2] = '0' + year / 10 % 10;
-		since[3] = '0' + year % 10;
-		since[4] = '-';
-		since[5] = '0' + month / 10;
-		since[6] = '0' + month % 10;
-		since[7] = '-';
-		since[8] = '0' + day / 10;
-		since[9] = '0' + day % 10;
-		since[10] = '\0';
-		set_string(&pairs[n].key, "member_since", 12);
-		set_string(&pairs[n].value, since, 10);
-		pairs[n].order = n;
-		n++;
+		data[0] = '0' + year / 1000 % 10;
+		data[1] = '0' + year / 100 % 10;
+		data[2] = '0' + year / 10 % 10;
+		data[3] = '0' + year % 10;
+		data[4] = '-';
+		data[5] = '0' + month / 10;
+		data[6] = '0' + month % 10;
+		data[7] = '-';
+		data[8] = '0' + day / 10;
+		data[9] = '0' + day % 10;
 	}
+	return jb;
+}
 
-	object.type = jbvObject;
-	object.val.object.nPairs = n;
-	object.val.object.pairs = pairs;
-	return JsonbValueToJsonb(&object);
+/*
+ * The SHA-256 of the question, on every call.  OpenSSL's low-level
+ * interface with its context on the stack: membership_sha256() goes
+ * through EVP, which frees and allocates the digest's context and asks the
+ * provider for it again on every initialisation, and that cost a third of
+ * a call here.  (pg_config.h sets OPENSSL_API_COMPAT, so these are declared
+ * without deprecation warnings.)
+ */
+static void
+subject_sha256(const char *data, size_t len, uint8 *digest)
+{
+	SHA256_CTX	ctx;
+
+	if (SHA256_Init(&ctx) != 1 || SHA256_Update(&ctx, data, len) != 1 ||
+		SHA256_Final(digest, &ctx) != 1)
+		elog(ERROR, "could not compute SHA-256 hash");
 }
 
 /* The provider's key, from the argument or the x-api-key header. */
@@ -403,7 +426,7 @@ membership_verify_member(PG_FUNCTION_ARGS)
 			ereport(ERROR,
 					(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
 					 errmsg("invalid email address \"%s\"", text_to_cstring(email))));
-		membership_sha256(normalized, len, subject);
+		subject_sha256(normalized, len, subject);
 	}
 	else
 	{
@@ -412,7 +435,7 @@ membership_verify_member(PG_FUNCTION_ARGS)
 			ereport(ERROR,
 					(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
 					 errmsg("user_id must be 1 to 200 characters")));
-		membership_sha256(VARDATA_ANY(user_id), VARSIZE_ANY_EXHDR(user_id), subject);
+		subject_sha256(VARDATA_ANY(user_id), VARSIZE_ANY_EXHDR(user_id), subject);
 	}
 
 	now = GetCurrentTimestamp();
