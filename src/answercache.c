@@ -112,12 +112,9 @@ AnswerCacheShmemSize(void)
 					mul_size(answer_set_count() * ANSWER_WAYS + 1, sizeof(AnswerSlotPadded)));
 }
 
-/*
- * The tranche's answer-cache locks ("locks") are no longer taken: the
- * cache is read and written without them (see the file's header).
- */
+/* The cache is read and written without locks (see the file's header). */
 void
-AnswerCacheShmemInit(LWLockPadded *locks)
+AnswerCacheShmemInit(void)
 {
 	bool		found;
 	char	   *slots;

@@ -61,7 +61,6 @@ extern void membership_require_preload(const char *feature);
 /* shmem.c: shared memory, requested and initialised in one place */
 #define KEYCACHE_PARTITIONS 16
 #define USAGE_PARTITIONS	16
-#define ANSWER_PARTITIONS	16
 extern void MembershipShmemInit(void);
 extern Size KeyCacheShmemSize(void);
 extern void KeyCacheShmemInit(LWLockPadded *locks);
@@ -70,7 +69,7 @@ extern void UsageShmemInit(LWLockPadded *locks);
 extern Size AuditShmemSize(void);
 extern void AuditShmemInit(void);
 extern Size AnswerCacheShmemSize(void);
-extern void AnswerCacheShmemInit(LWLockPadded *locks);
+extern void AnswerCacheShmemInit(void);
 extern Size JobsShmemSize(void);
 extern void JobsShmemInit(LWLockPadded *lock);
 

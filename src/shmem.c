@@ -40,7 +40,7 @@ membership_shmem_request(void)
 	RequestAddinShmemSpace(PushShmemSize());
 	RequestAddinShmemSpace(LedgerShmemSize());
 	RequestNamedLWLockTranche(MEMBERSHIP_TRANCHE,
-							  KEYCACHE_PARTITIONS + USAGE_PARTITIONS + ANSWER_PARTITIONS + 1);
+							  KEYCACHE_PARTITIONS + USAGE_PARTITIONS + 1);
 }
 
 static void
@@ -55,8 +55,8 @@ membership_shmem_startup(void)
 	locks = GetNamedLWLockTranche(MEMBERSHIP_TRANCHE);
 	KeyCacheShmemInit(locks);
 	UsageShmemInit(locks + KEYCACHE_PARTITIONS);
-	AnswerCacheShmemInit(locks + KEYCACHE_PARTITIONS + USAGE_PARTITIONS);
-	JobsShmemInit(locks + KEYCACHE_PARTITIONS + USAGE_PARTITIONS + ANSWER_PARTITIONS);
+	AnswerCacheShmemInit();
+	JobsShmemInit(locks + KEYCACHE_PARTITIONS + USAGE_PARTITIONS);
 	AuditShmemInit();
 	PushShmemInit();
 	LedgerShmemInit();

@@ -21,8 +21,6 @@
  */
 #include "postgres.h"
 
-#include <openssl/sha.h>
-
 #include "access/genam.h"
 #include "access/htup_details.h"
 #include "access/relscan.h"
@@ -337,24 +335,6 @@ verdict_jsonb(const VerifyAnswer *verdict)
 	return jb;
 }
 
-/*
- * The SHA-256 of the question, on every call.  OpenSSL's low-level
- * interface with its context on the stack: membership_sha256() goes
- * through EVP, which frees and allocates the digest's context and asks the
- * provider for it again on every initialisation, and that cost a third of
- * a call here.  (pg_config.h sets OPENSSL_API_COMPAT, so these are declared
- * without deprecation warnings.)
- */
-static void
-subject_sha256(const char *data, size_t len, uint8 *digest)
-{
-	SHA256_CTX	ctx;
-
-	if (SHA256_Init(&ctx) != 1 || SHA256_Update(&ctx, data, len) != 1 ||
-		SHA256_Final(digest, &ctx) != 1)
-		elog(ERROR, "could not compute SHA-256 hash");
-}
-
 /* The provider's key, from the argument or the x-api-key header. */
 static void
 resolve_provider_key(text *api_key, ApiKeyInfo *info)
@@ -426,7 +406,7 @@ membership_verify_member(PG_FUNCTION_ARGS)
 			ereport(ERROR,
 					(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
 					 errmsg("invalid email address \"%s\"", text_to_cstring(email))));
-		subject_sha256(normalized, len, subject);
+		membership_sha256(normalized, len, subject);
 	}
 	else
 	{
@@ -435,7 +415,7 @@ membership_verify_member(PG_FUNCTION_ARGS)
 			ereport(ERROR,
 					(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
 					 errmsg("user_id must be 1 to 200 characters")));
-		subject_sha256(VARDATA_ANY(user_id), VARSIZE_ANY_EXHDR(user_id), subject);
+		membership_sha256(VARDATA_ANY(user_id), VARSIZE_ANY_EXHDR(user_id), subject);
 	}
 
 	now = GetCurrentTimestamp();
