@@ -43,13 +43,15 @@ BEGIN
     INSERT INTO membership.loyalty_accounts
     SELECT (jsonb_populate_record(a, jsonb_build_object('member_id', v_pseudonym))).*
     FROM membership.loyalty_accounts a WHERE a.member_id = member;
+    -- buckets through their entries: the member index holds open buckets only
+    UPDATE membership.loyalty_buckets b SET member_id = v_pseudonym
+    WHERE b.ledger_id IN (SELECT l.id FROM membership.loyalty_ledger l WHERE l.member_id = member);
     UPDATE membership.loyalty_ledger l
     SET member_id = v_pseudonym, source_ref = NULL, details = '{}',
         idempotency_key = CASE WHEN l.idempotency_key IS NOT NULL THEN 'erased:' || l.id END
     WHERE l.member_id = member;
     GET DIAGNOSTICS v_n = ROW_COUNT;
     v_done := v_done || jsonb_build_object('loyalty_ledger', v_n);
-    UPDATE membership.loyalty_buckets b SET member_id = v_pseudonym WHERE b.member_id = member;
     UPDATE membership.loyalty_rewards r SET member_id = v_pseudonym WHERE r.member_id = member;
     DELETE FROM membership.loyalty_accounts a WHERE a.member_id = member;
     GET DIAGNOSTICS v_n = ROW_COUNT;
