@@ -15,26 +15,17 @@ SELECT 'changed', (SELECT jsonb_agg(CASE WHEN ord % 100 = 0
 SELECT membership.create_organisation('bench-sync-' || r, 'Sync benchmark ' || r) FROM generate_series(1, 2) AS r;
 SQL
 
-# ms SQL: milliseconds one statement takes, measured inside the server.
-ms() {
-	psql -X -q -At -v ON_ERROR_STOP=1 <<SQL | tail -n 1
-SELECT clock_timestamp() AS t0 \gset
-$1;
-SELECT round(extract(epoch FROM clock_timestamp() - :'t0') * 1000);
-SQL
-}
-
 key=$(psql -X -At -c "SELECT membership.issue_api_key(id, NULL, 'enterprise') FROM membership.organisations WHERE slug = 'bench-sync-1'")
 ref_org=$(psql -X -At -c "SELECT id FROM membership.organisations WHERE slug = 'bench-sync-2'")
 payload="(SELECT members FROM bench.payloads WHERE name = 'full')"
 changed="(SELECT members FROM bench.payloads WHERE name = 'changed')"
 
-first=$(ms "SELECT membership_api.sync_members($payload, 'full', '$key')")
-same=$(ms "SELECT membership_api.sync_members($payload, 'full', '$key')")
-delta=$(ms "SELECT membership_api.sync_members($changed, 'full', '$key')")
-ref_first=$(ms "SELECT bench.sync_row_by_row('$ref_org', $payload)")
-ref_same=$(ms "SELECT bench.sync_row_by_row('$ref_org', $payload)")
-ref_delta=$(ms "SELECT bench.sync_row_by_row('$ref_org', $changed)")
+first=$(mb_sql_ms "SELECT membership_api.sync_members($payload, 'full', '$key')")
+same=$(mb_sql_ms "SELECT membership_api.sync_members($payload, 'full', '$key')")
+delta=$(mb_sql_ms "SELECT membership_api.sync_members($changed, 'full', '$key')")
+ref_first=$(mb_sql_ms "SELECT bench.sync_row_by_row('$ref_org', $payload)")
+ref_same=$(mb_sql_ms "SELECT bench.sync_row_by_row('$ref_org', $payload)")
+ref_delta=$(mb_sql_ms "SELECT bench.sync_row_by_row('$ref_org', $changed)")
 
 cat <<MD
 ## Member sync

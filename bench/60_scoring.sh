@@ -11,15 +11,6 @@ psql -X -q -v ON_ERROR_STOP=1 -c 'SELECT benefits_dataset.create_catalogue()' \
 	-c 'SELECT benefits_dataset.create_history()' -c 'VACUUM ANALYZE' >/dev/null
 psql -X -q -v ON_ERROR_STOP=1 -f "$MB_ROOT/bench/reference/scoring_window.sql" >/dev/null
 
-# scoring_ms SQL: milliseconds one statement takes, measured inside the
-# server, in a session of its own.
-scoring_ms() {
-	psql -X -q -At -v ON_ERROR_STOP=1 <<SQL | tail -n 1
-SELECT clock_timestamp() AS t0 \gset
-$1;
-SELECT round(extract(epoch FROM clock_timestamp() - :'t0') * 1000);
-SQL
-}
 median3() { printf '%s\n' "$@" | sort -n | sed -n 2p; }
 
 # thousands separated by commas
@@ -40,33 +31,33 @@ read -r members active offers uses tracked <<<"$(psql -X -At -F ' ' -c "
 runs=()
 for _ in 1 2 3; do
 	psql -X -q -c 'TRUNCATE membership.feeds' >/dev/null
-	runs+=("$(scoring_ms 'SELECT membership.score_feeds()')")
+	runs+=("$(mb_sql_ms 'SELECT membership.score_feeds()')")
 done
 first=$(median3 "${runs[@]}")
 feeds=$(psql -X -At -c 'SELECT count(*) FROM membership.feeds')
 
 # The next nights: nothing changed; then a benefit launched today and
 # promoted by every organisation, which changes every feed.
-same=$(scoring_ms 'SELECT membership.score_feeds()')
+same=$(mb_sql_ms 'SELECT membership.score_feeds()')
 psql -X -q -v ON_ERROR_STOP=1 >/dev/null <<'SQL'
 SELECT membership.offer_benefit(o.id, b.id, 1)
 FROM membership.organisations o,
      (SELECT membership.create_benefit('gearhub', 'electronics', 'Launch offer', 0.5) AS id) b
 WHERE o.slug IN (SELECT slug FROM dataset.organisations);
 SQL
-changed=$(scoring_ms 'SELECT membership.score_feeds()')
+changed=$(mb_sql_ms 'SELECT membership.score_feeds()')
 changed_feeds=$(psql -X -At -c "SELECT count(*) FROM membership.feeds WHERE benefit_ids @> ARRAY[(SELECT max(id) FROM membership.benefits)]")
 
 # The reference, on the same data, into an empty table.
 psql -X -q -c 'TRUNCATE bench.feeds' >/dev/null
-reference=$(scoring_ms 'SELECT bench.score_feeds_sql()')
+reference=$(mb_sql_ms 'SELECT bench.score_feeds_sql()')
 differences=$(psql -X -At -c "
     SELECT count(*) FROM membership.feeds f FULL JOIN bench.feeds b USING (organisation_id, member_id)
     WHERE f.benefit_ids IS DISTINCT FROM b.benefit_ids OR f.scores IS DISTINCT FROM b.scores")
 
 # One member at a time: 1,000 refreshes (what a change of preference or
 # consent does).
-refresh=$(scoring_ms "SELECT count(membership.refresh_feed(id)) FROM (SELECT id FROM membership.members
+refresh=$(mb_sql_ms "SELECT count(membership.refresh_feed(id)) FROM (SELECT id FROM membership.members
                       WHERE status = 'active' AND removed_at IS NULL ORDER BY id LIMIT 1000) m")
 
 cat <<MD

@@ -4,29 +4,20 @@
 # target; the figures say what these cost at this size.  Runs last: it
 # erases members and removes an organisation.  Sourced by script/bench.
 
-# ms SQL: milliseconds one statement takes, measured inside the server.
-ms() {
-	psql -X -q -At -v ON_ERROR_STOP=1 <<SQL | tail -n 1
-SELECT clock_timestamp() AS t0 \gset
-$1;
-SELECT round(extract(epoch FROM clock_timestamp() - :'t0') * 1000);
-SQL
-}
-
 psql -X -q -v ON_ERROR_STOP=1 -c "CREATE SCHEMA IF NOT EXISTS bench" -c "CREATE TABLE bench.privacy_subjects AS
     SELECT m.id FROM membership.members m JOIN membership.organisations o ON o.id = m.organisation_id
     WHERE o.slug = 'architects' AND m.removed_at IS NULL ORDER BY m.external_id LIMIT 1000" >/dev/null
-export_ms=$(ms "SELECT sum(length(membership.member_data(id)::text)) FROM bench.privacy_subjects")
+export_ms=$(mb_sql_ms "SELECT sum(length(membership.member_data(id)::text)) FROM bench.privacy_subjects")
 export_kb=$(psql -X -At -c "SELECT round(avg(length(membership.member_data(id)::text)) / 1024.0, 1) FROM bench.privacy_subjects")
-erase_ms=$(ms "SELECT count(membership.erase_member(m.organisation_id, m.id))
+erase_ms=$(mb_sql_ms "SELECT count(membership.erase_member(m.organisation_id, m.id))
                FROM bench.privacy_subjects s JOIN membership.members m USING (id)")
 ledger_rows=$(psql -X -At -c "SELECT count(*) FROM membership.loyalty_ledger l JOIN membership.members m ON m.id = l.member_id
                               WHERE m.status = 'erased'")
 
 read -r org members <<<"$(psql -X -At -F ' ' -c "SELECT o.id, count(m.*) FROM membership.organisations o
     JOIN membership.members m ON m.organisation_id = o.id WHERE o.slug = 'economists' GROUP BY o.id")"
-offboard_ms=$(ms "SELECT membership.offboard_organisation('$org')")
-purge_ms=$(ms "SELECT membership.purge_offboarded(now() + interval '31 days')")
+offboard_ms=$(mb_sql_ms "SELECT membership.offboard_organisation('$org')")
+purge_ms=$(mb_sql_ms "SELECT membership.purge_offboarded(now() + interval '31 days')")
 rows=$(psql -X -At -c "SELECT sum(value::bigint) FROM membership.purged_organisations,
                        jsonb_each_text(rows_deleted) WHERE id = '$org'")
 

@@ -191,9 +191,10 @@ mb_push_settings() {
 mb_setup() {
 	"$MB_ROOT/script/bootstrap"
 	mb_build
-	MB_WORK=$(mktemp -d /tmp/membership.XXXXXX)
+	# a fresh directory: mkdir fails rather than reuse one that exists
+	MB_WORK=/tmp/membership.$$.$RANDOM
+	mkdir -m 755 "$MB_WORK"
 	export MB_WORK
-	chmod 755 "$MB_WORK"
 	trap mb_teardown EXIT
 	trap 'exit 130' INT TERM
 	mb_install_tree
@@ -231,7 +232,7 @@ mb_load_dataset() {
 mb_pgbench() {
 	local clients=$1 secs=$2 script=$3 dir tps p99
 	shift 3
-	dir=$(mktemp -d "$MB_WORK/pgbench.XXXXXX")
+	dir=$(mktemp -d -p "$MB_WORK")
 	(cd "$dir" && pgbench -n -M prepared -c "$clients" -j "$clients" -T "$secs" -l \
 		-f "$script" "$@" >out.txt 2>&1) || { cat "$dir/out.txt" >&2; return 1; }
 	tps=$(sed -n 's/^tps = \([0-9.]*\) .*/\1/p' "$dir/out.txt")
@@ -239,6 +240,16 @@ mb_pgbench() {
 		awk '{ a[NR] = $1 } END { i = int(NR * 0.99); if (i < 1) i = 1; printf "%.3f", a[i] / 1000 }')
 	rm -rf "$dir"
 	printf '%.0f %s\n' "$tps" "$p99"
+}
+
+# mb_sql_ms SQL: milliseconds one statement takes, measured inside the
+# server, in a session of its own.
+mb_sql_ms() {
+	psql -X -q -At -v ON_ERROR_STOP=1 <<SQL | tail -n 1
+SELECT clock_timestamp() AS t0 \gset
+$1;
+SELECT round(extract(epoch FROM clock_timestamp() - :'t0') * 1000);
+SQL
 }
 
 # A ratio of two numbers, two decimals.

@@ -35,42 +35,35 @@ BEGIN
 END
 $$;
 
--- Rows per tenant table for an organisation, as "table n, ...".
-CREATE FUNCTION pg_temp.org_rows(org uuid) RETURNS text
+-- Rows per table, as "table n, ..." (or "none"), counted with the
+-- conditions a query returns as (table_name, condition), each over the
+-- parameters erasure passes: $1 member, $2 and $3 hashes, $4 organisation.
+CREATE FUNCTION pg_temp.row_counts(checks text, member uuid, hashes bytea[], org uuid) RETURNS text
     LANGUAGE plpgsql AS $$
 DECLARE
-    v_table record;
+    v_check record;
     v_n bigint;
     v_found text[] := '{}';
 BEGIN
-    FOR v_table IN SELECT * FROM membership.tenant_tables_in_delete_order() ORDER BY 1 LOOP
-        EXECUTE format('SELECT count(*) FROM membership.%I WHERE %I = $1', v_table.table_name, v_table.tenant_column)
-            INTO v_n USING org;
+    FOR v_check IN EXECUTE checks LOOP
+        EXECUTE format('SELECT count(*) FROM membership.%I WHERE %s', v_check.table_name, v_check.condition)
+            INTO v_n USING member, hashes, hashes, org;
         IF v_n > 0 THEN
-            v_found := v_found || format('%s %s', v_table.table_name, v_n);
+            v_found := v_found || format('%s %s', v_check.table_name, v_n);
         END IF;
     END LOOP;
     RETURN coalesce(nullif(array_to_string(v_found, ', '), ''), 'none');
 END
 $$;
-
--- Tables with rows of a member, by membership.personal_data's conditions.
-CREATE FUNCTION pg_temp.member_rows(member uuid, hashes bytea[], org uuid) RETURNS text
-    LANGUAGE plpgsql AS $$
-DECLARE
-    v_table record;
-    v_n bigint;
-    v_found text[] := '{}';
-BEGIN
-    FOR v_table IN SELECT * FROM membership.personal_data WHERE member_rows IS NOT NULL ORDER BY 1 LOOP
-        EXECUTE format('SELECT count(*) FROM membership.%I WHERE %s', v_table.table_name, v_table.member_rows)
-            INTO v_n USING member, hashes, hashes, org;
-        IF v_n > 0 THEN
-            v_found := v_found || format('%s %s', v_table.table_name, v_n);
-        END IF;
-    END LOOP;
-    RETURN coalesce(nullif(array_to_string(v_found, ', '), ''), 'none');
-END
+-- an organisation's rows in every tenant table
+CREATE FUNCTION pg_temp.org_rows(org uuid) RETURNS text LANGUAGE sql AS $$
+    SELECT pg_temp.row_counts($q$SELECT table_name, format('%I = $4', tenant_column) AS condition
+                                 FROM membership.tenant_tables_in_delete_order() ORDER BY 1$q$, NULL, NULL, org)
+$$;
+-- a member's rows, by membership.personal_data's conditions
+CREATE FUNCTION pg_temp.member_rows(member uuid, hashes bytea[], org uuid) RETURNS text LANGUAGE sql AS $$
+    SELECT pg_temp.row_counts($q$SELECT table_name, member_rows AS condition FROM membership.personal_data
+                                 WHERE member_rows IS NOT NULL ORDER BY 1$q$, member, hashes, org)
 $$;
 
 -------------------------------------------------------------------------

@@ -109,34 +109,33 @@ plan_limit(Datum plan, Snapshot snapshot)
 }
 
 /*
- * Has this organisation been offboarded?  Offboarding revokes its keys in
- * the same transaction, which invalidates every cached key, so the answer
- * is read whenever the key is.  (Before release 0.3 there is no such
- * column, and no organisation is offboarded.)
+ * Has this organisation been offboarded?  Sets "*exists" (when given) to
+ * whether there is such an organisation at all.  Offboarding revokes the
+ * organisation's keys in the same transaction, which invalidates every
+ * cached key, so the answer is read whenever a key is.  (Before release
+ * 0.3 there is no such column, and no organisation is offboarded.)
  */
 bool
-organisation_offboarded(const pg_uuid_t *org_id, Snapshot snapshot)
+organisation_offboarded(const pg_uuid_t *org_id, Snapshot snapshot, bool *exists)
 {
 	Relation	rel = table_open(membership_relid("organisations"), AccessShareLock);
 	AttrNumber	attnum = get_attnum(RelationGetRelid(rel), "offboarded_at");
+	ScanKeyData skey;
+	HeapTuple	tuple;
 	bool		offboarded = false;
 
-	if (attnum != InvalidAttrNumber)
+	ScanKeyInit(&skey, membership_attnum(rel, "id"), BTEqualStrategyNumber,
+				F_UUID_EQ, UUIDPGetDatum(unconstify(pg_uuid_t *, org_id)));
+	tuple = membership_fetch_unique(rel, membership_relid("organisations_pkey"), 1, &skey, snapshot);
+	if (tuple != NULL && attnum != InvalidAttrNumber)
 	{
-		ScanKeyData skey;
-		HeapTuple	tuple;
+		bool		isnull;
 
-		ScanKeyInit(&skey, membership_attnum(rel, "id"), BTEqualStrategyNumber,
-					F_UUID_EQ, UUIDPGetDatum(unconstify(pg_uuid_t *, org_id)));
-		tuple = membership_fetch_unique(rel, membership_relid("organisations_pkey"), 1, &skey, snapshot);
-		if (tuple != NULL)
-		{
-			bool		isnull;
-
-			heap_getattr(tuple, attnum, RelationGetDescr(rel), &isnull);
-			offboarded = !isnull;
-		}
+		heap_getattr(tuple, attnum, RelationGetDescr(rel), &isnull);
+		offboarded = !isnull;
 	}
+	if (exists != NULL)
+		*exists = tuple != NULL;
 	table_close(rel, AccessShareLock);
 	return offboarded;
 }
@@ -190,7 +189,7 @@ apikey_fetch(const uint8 *hash, ApiKeyInfo *info)
 	text_to_cstring_buffer(DatumGetTextPP(d), info->prefix, sizeof(info->prefix));
 	d = heap_getattr(tuple, membership_attnum(rel, "plan"), desc, &isnull);
 	info->requests_per_minute = plan_limit(d, snapshot);
-	info->offboarded = organisation_offboarded(&info->org_id, snapshot);
+	info->offboarded = organisation_offboarded(&info->org_id, snapshot, NULL);
 
 	table_close(rel, AccessShareLock);
 	UnregisterSnapshot(snapshot);

@@ -225,13 +225,17 @@ resolve_claims(const char *claims, Caller *caller)
 	caller->kind = kind;
 	if (kind != CALLER_PLATFORM_ADMIN || values[1] != NULL)
 	{
+		bool		exists;
+		bool		offboarded;
+
 		claim_uuid("org_id", values[1], &caller->org_id);
 		caller->has_org = true;
-		if (!row_exists("organisations", &caller->org_id, NULL))
+		offboarded = organisation_offboarded(&caller->org_id, GetActiveSnapshot(), &exists);
+		if (!exists)
 			ereport(ERROR,
 					(errcode(ERRCODE_MEMBERSHIP_UNAUTHORIZED),
 					 errmsg("unknown organisation in JWT claims")));
-		if (organisation_offboarded(&caller->org_id, GetActiveSnapshot()))
+		if (offboarded)
 			ereport(ERROR,
 					(errcode(ERRCODE_MEMBERSHIP_UNAUTHORIZED),
 					 errmsg("the organisation in the JWT claims has been offboarded")));

@@ -139,7 +139,7 @@ typedef struct ApiKeyInfo
 /* apikey.c */
 extern bool apikey_parse(const char *key, size_t len);
 extern bool apikey_fetch(const uint8 *hash, ApiKeyInfo *info);
-extern bool organisation_offboarded(const pg_uuid_t *org_id, Snapshot snapshot);
+extern bool organisation_offboarded(const pg_uuid_t *org_id, Snapshot snapshot, bool *exists);
 extern void apikey_resolve(const char *key, size_t len, const char *source,
 						   ApiKeyInfo *info);
 

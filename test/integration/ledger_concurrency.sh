@@ -45,7 +45,7 @@ SQL
 
 # 1. pgbench: 12 sessions for 8 seconds, earning and redeeming on four
 # accounts; account 1 is hot (half of all calls).
-dir=$(mktemp -d "$MB_WORK/ledger-bench.XXXXXX")
+dir=$(mktemp -d -p "$MB_WORK")
 cat >"$dir/earn.sql" <<'SQL'
 \set m random(1, 4)
 \set c random(100, 5000)

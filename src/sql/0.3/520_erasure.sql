@@ -19,7 +19,7 @@ DECLARE
     v_dependent_hashes bytea[];
     v_table membership.personal_data;
     v_n bigint;
-    v_done jsonb := '{}';
+    v_done jsonb := '{"delete": {}, "anonymise": {}, "pseudonymise": {}}';  -- rows per table, by action
 BEGIN
     PERFORM membership.find_organisation(organisation);
     IF member IS NULL THEN
@@ -51,14 +51,14 @@ BEGIN
         idempotency_key = CASE WHEN l.idempotency_key IS NOT NULL THEN 'erased:' || l.id END
     WHERE l.member_id = member;
     GET DIAGNOSTICS v_n = ROW_COUNT;
-    v_done := v_done || jsonb_build_object('loyalty_ledger', v_n);
+    v_done := jsonb_set(v_done, '{pseudonymise, loyalty_ledger}', to_jsonb(v_n));
     UPDATE membership.loyalty_rewards r SET member_id = v_pseudonym WHERE r.member_id = member;
     DELETE FROM membership.loyalty_accounts a WHERE a.member_id = member;
     GET DIAGNOSTICS v_n = ROW_COUNT;
-    v_done := v_done || jsonb_build_object('loyalty_accounts', v_n);
+    v_done := jsonb_set(v_done, '{pseudonymise, loyalty_accounts}', to_jsonb(v_n));
     UPDATE membership.consent_events e SET member_id = v_pseudonym WHERE e.member_id = member;
     GET DIAGNOSTICS v_n = ROW_COUNT;
-    v_done := v_done || jsonb_build_object('consent_events', v_n);
+    v_done := jsonb_set(v_done, '{pseudonymise, consent_events}', to_jsonb(v_n));
 
     -- the rest goes, children before parents, the member last
     FOR v_table IN SELECT * FROM membership.personal_data p
@@ -69,19 +69,14 @@ BEGIN
                        v_table.table_name, v_table.member_rows)
             USING member, v_hashes, v_dependent_hashes, organisation;
         GET DIAGNOSTICS v_n = ROW_COUNT;
-        v_done := v_done || jsonb_build_object(v_table.table_name, v_n);
+        v_done := jsonb_set(v_done, ARRAY[v_table.on_erase, v_table.table_name], to_jsonb(v_n));
     END LOOP;
+    v_done := (SELECT jsonb_object_agg(action, (SELECT coalesce(jsonb_object_agg(t, n), '{}')
+                                                FROM jsonb_each(tables) AS c(t, n) WHERE n::bigint > 0))
+               FROM jsonb_each(v_done) AS a(action, tables));
 
-    RETURN jsonb_build_object('erased', true, 'at', now(),
-        'deleted', (SELECT coalesce(jsonb_object_agg(k, v ORDER BY k), '{}') FROM jsonb_each(v_done) AS d(k, v)
-                    JOIN membership.personal_data p ON p.table_name = d.k
-                    WHERE p.on_erase = 'delete' AND v::bigint > 0),
-        'anonymised', (SELECT coalesce(jsonb_object_agg(k, v ORDER BY k), '{}') FROM jsonb_each(v_done) AS d(k, v)
-                       JOIN membership.personal_data p ON p.table_name = d.k
-                       WHERE p.on_erase = 'anonymise' AND v::bigint > 0),
-        'pseudonymised', (SELECT coalesce(jsonb_object_agg(k, v ORDER BY k), '{}') FROM jsonb_each(v_done) AS d(k, v)
-                          JOIN membership.personal_data p ON p.table_name = d.k
-                          WHERE p.on_erase = 'pseudonymise' AND v::bigint > 0));
+    RETURN jsonb_build_object('erased', true, 'at', now(), 'deleted', v_done -> 'delete',
+                              'anonymised', v_done -> 'anonymise', 'pseudonymised', v_done -> 'pseudonymise');
 END
 $$;
 GRANT EXECUTE ON FUNCTION membership.erase_member(uuid, uuid) TO membership_platform_admin;
