@@ -602,6 +602,12 @@ membership_earn_points(PG_FUNCTION_ARGS)
 	bool		result_null = false;
 	bool		opened = false;
 	bool		refreshed = false;
+	bool		replayed = false;
+	text	   *key;
+	Datum		details;
+	Datum		details_first;
+	char	   *account_tier = NULL;
+	int64		qualifying = 0;
 
 	problem = ledger_event_problem(PG_ARGISNULL(2) ? NULL : &amount, source_type, source_ref,
 								   category, true, at);
@@ -672,6 +678,49 @@ membership_earn_points(PG_FUNCTION_ARGS)
 							 &bonus, rule_ids, &nrule_ids);
 			(void) earn_calc(program, source_type, amount, category, at, true, points_per_unit, unit_cents,
 							 &bonus_first, rule_ids_first, &nrule_ids_first);
+			key = cstring_to_text(psprintf("earn:%.*s:%.*s",
+										   (int) VARSIZE_ANY_EXHDR(source_type), VARDATA_ANY(source_type),
+										   (int) VARSIZE_ANY_EXHDR(source_ref), VARDATA_ANY(source_ref)));
+			details = rules_details(rule_ids, nrule_ids);
+			details_first = rules_details(rule_ids_first, nrule_ids_first);
+
+			/* the common case, without a statement (src/ledger_write.c) */
+			if (!opened && !refreshed && PG_ARGISNULL(7) && !PG_ARGISNULL(1))
+			{
+				EarnWrite	w;
+
+				w.organisation = UUIDPGetDatum(org);
+				w.member = member;
+				w.idempotency_key = key;
+				w.source_type = source_type;
+				w.source_ref = source_ref;
+				w.category = category;
+				w.amount_cents = amount;
+				w.occurred_at = at;
+				w.year = tm.tm_year;
+				w.expiry_months = program->expiry_months;
+				w.base = base;
+				w.bonus = bonus;
+				w.bonus_first = bonus_first;
+				w.details = details;
+				w.details_first = details_first;
+				w.ntiers = program->ntiers;
+				w.tier_names = palloc(sizeof(char *) * Max(program->ntiers, 1));
+				w.tier_multipliers = palloc(sizeof(Numeric) * Max(program->ntiers, 1));
+				for (int i = 0; i < program->ntiers; i++)
+				{
+					w.tier_names[i] = program->tiers[i].tier;
+					w.tier_multipliers[i] = program->tiers[i].multiplier;
+				}
+				if (ledger_earn_write(&w))
+				{
+					account_tier = w.tier;
+					points = w.points;
+					qualifying = w.qualifying_points;
+					break;
+				}
+			}
+
 			tier_names = palloc(sizeof(Datum) * Max(program->ntiers, 1));
 			tier_multipliers = palloc(sizeof(Datum) * Max(program->ntiers, 1));
 			for (int i = 0; i < program->ntiers; i++)
@@ -685,11 +734,7 @@ membership_earn_points(PG_FUNCTION_ARGS)
 			values[1] = member;
 			nulls[1] = PG_ARGISNULL(1) ? 'n' : ' ';
 			values[2] = CStringGetTextDatum(amount > 0 ? "EARN" : "BONUS");
-			values[3] = PointerGetDatum(cstring_to_text(psprintf("earn:%.*s:%.*s",
-																 (int) VARSIZE_ANY_EXHDR(source_type),
-																 VARDATA_ANY(source_type),
-																 (int) VARSIZE_ANY_EXHDR(source_ref),
-																 VARDATA_ANY(source_ref))));
+			values[3] = PointerGetDatum(key);
 			values[4] = PointerGetDatum(source_type);
 			values[5] = PointerGetDatum(source_ref);
 			values[6] = Int64GetDatum(amount);
@@ -707,8 +752,8 @@ membership_earn_points(PG_FUNCTION_ARGS)
 														 false, TYPALIGN_INT));
 			values[15] = Int64GetDatum(bonus);
 			values[16] = Int64GetDatum(bonus_first);
-			values[17] = rules_details(rule_ids, nrule_ids);
-			values[18] = rules_details(rule_ids_first, nrule_ids_first);
+			values[17] = details;
+			values[18] = details_first;
 			values[19] = Int32GetDatum(amount > 0 ? 1 : 0);
 			execute(prepare(&plan_write, earn_statement, 20, earn_statement_types), values, nulls, 0);
 			if (SPI_processed == 1)
@@ -716,7 +761,13 @@ membership_earn_points(PG_FUNCTION_ARGS)
 				bool		stale = DatumGetBool(column(0, 5, &isnull));
 
 				if (!stale)
+				{
+					(void) column(0, 2, &replayed);
+					account_tier = column_text(0, 1, CurrentMemoryContext);
+					points = column_int64(0, 3, &isnull);
+					qualifying = column_int64(0, 4, &isnull);
 					break;
+				}
 				/* a tier the cached program lacks: read it again, and retry */
 				if (refreshed)
 					elog(ERROR, "the loyalty program of the organisation has no tier \"%s\"",
@@ -741,8 +792,7 @@ membership_earn_points(PG_FUNCTION_ARGS)
 		}
 	}
 
-	(void) column(0, 2, &isnull);
-	if (isnull)
+	if (replayed)
 	{
 		/* nothing written: a replay, checked against the original */
 		Oid			types[7] = {UUIDOID, UUIDOID, INT8OID, TEXTOID, TEXTOID, TEXTOID, TIMESTAMPTZOID};
@@ -768,12 +818,9 @@ membership_earn_points(PG_FUNCTION_ARGS)
 	else
 	{
 		/* a tier upgrade when the year's points reach a higher tier */
-		char	   *account_tier = column_text(0, 1, CurrentMemoryContext);
-		int64		qualifying = column_int64(0, 4, &isnull);
 		EarnTier   *tier = tier_named(program, account_tier);
 		int64		best = -1;
 
-		points = column_int64(0, 3, &isnull);
 		if (tier == NULL)
 			elog(ERROR, "the loyalty program of the organisation has no tier \"%s\"", account_tier);
 		for (int i = 0; i < program->ntiers; i++)

@@ -21,6 +21,7 @@
 #include "executor/spi.h"
 #include "storage/lwlock.h"
 #include "utils/relcache.h"
+#include "utils/numeric.h"
 #include "utils/snapshot.h"
 #include "utils/timestamp.h"
 #include "utils/uuid.h"
@@ -280,5 +281,37 @@ extern char *ledger_event_problem(const int64 *amount_cents, text *source_type, 
 								  text *category, bool has_at, TimestampTz occurred_at);
 extern Size LedgerShmemSize(void);
 extern void LedgerShmemInit(void);
+
+/* ledger_write.c: a single earn's rows, written without a statement */
+typedef struct EarnWrite
+{
+	/* the event */
+	Datum		organisation;	/* uuid */
+	Datum		member;			/* uuid */
+	text	   *idempotency_key;
+	text	   *source_type;
+	text	   *source_ref;
+	text	   *category;		/* NULL: none */
+	int64		amount_cents;
+	TimestampTz occurred_at;
+	int32		year;			/* of occurred_at, UTC */
+	int32		expiry_months;
+	/* what the rules made of it, but for the account's tier and purchases */
+	Numeric		base;			/* times the tier's multiplier, floored */
+	int64		bonus;
+	int64		bonus_first;	/* on a first purchase */
+	Datum		details;		/* jsonb */
+	Datum		details_first;
+	int			ntiers;
+	char	  **tier_names;
+	Numeric    *tier_multipliers;
+	/* what was written */
+	char	   *tier;			/* the account's */
+	int64		entry_id;
+	int64		points;
+	int64		qualifying_points;
+} EarnWrite;
+
+extern bool ledger_earn_write(EarnWrite *e);
 
 #endif							/* MEMBERSHIP_H */

@@ -1,0 +1,669 @@
+/*-------------------------------------------------------------------------
+ *
+ * ledger_write.c
+ *	  A single earn's writes, without planning or starting a query.
+ *
+ * An earn changes three rows: the account (balance, lifetime and
+ * qualifying points, purchases, last activity), a new ledger entry and its
+ * expiry bucket.  Through SQL that is one statement of four parts whose
+ * executor start-up alone cost more than the whole of the plain "insert a
+ * ledger row, update the balance" it is measured against.  Here the rows
+ * are written the way logical replication applies a change
+ * (execReplication.c): the account is found by its primary key and
+ * updated in place, the entry and the bucket inserted beside it.  What
+ * makes the ledger trustworthy still applies to every row: NOT NULL and
+ * CHECK constraints (ExecConstraints; their expressions planned once per
+ * backend instead of once per call), unique indexes, and every row
+ * trigger, fired at the end as a statement's would be, with one
+ * exception.  The foreign keys of the entry and the bucket hold by
+ * construction: the entry's account is the row just updated (and so
+ * locked until commit, against deletion too), the bucket's entry the row
+ * just inserted, the entry's partner NULL.  Their checks, a query each,
+ * are skipped when they are all the inserts would fire; any other row
+ * trigger on those tables and every check fires as usual
+ * (ExecSimpleRelationInsert()).
+ *
+ * Only the common case is taken here; ledger_earn_write() returns false,
+ * having written nothing, whenever the statement in ledger_earn.c should
+ * do it instead: no account yet, the idempotency key already used (a
+ * replay, or one being written by another session), the account's tier
+ * unknown to the cached program, REPEATABLE READ or SERIALIZABLE (whose
+ * snapshot rules the statement's executor applies), a read-only
+ * transaction, or a table given statement triggers, rules, stored
+ * generated columns or BEFORE UPDATE triggers since.
+ *
+ * Row-level security: the rows written are the organisation's own (the
+ * account is read by member and checked against the organisation, the
+ * entry and the bucket carry it), and the caller has set the tenant
+ * context to that organisation before coming here, so the policies would
+ * pass them all.
+ *
+ * Concurrency: the account is read with a fresh snapshot and updated
+ * without a prior lock; when another session changed it in between, the
+ * update waits for that session, reports the change, and everything is
+ * read again (a few times, then the statement takes over).  Two earns
+ * with the same key for the same member thus meet at the account: the
+ * second finds the first's entry when it reads again, and is a replay.
+ *
+ *-------------------------------------------------------------------------
+ */
+#include "postgres.h"
+
+#include "access/genam.h"
+#include "access/htup_details.h"
+#include "access/table.h"
+#include "access/tableam.h"
+#include "access/xact.h"
+#include "catalog/dependency.h"
+#include "catalog/pg_class.h"
+#include "catalog/pg_constraint.h"
+#include "catalog/pg_trigger.h"
+#include "commands/sequence.h"
+#include "commands/trigger.h"
+#include "executor/executor.h"
+#include "miscadmin.h"
+#include "optimizer/optimizer.h"
+#include "utils/builtins.h"
+#include "utils/date.h"
+#include "utils/fmgroids.h"
+#include "utils/inval.h"
+#include "utils/lsyscache.h"
+#include "utils/memutils.h"
+#include "utils/numeric.h"
+#include "utils/rel.h"
+#include "utils/snapmgr.h"
+#include "utils/syscache.h"
+#include "utils/timestamp.h"
+#include "utils/uuid.h"
+
+#include "membership.h"
+
+/* how often the account is read again after a concurrent change */
+#define EARN_WRITE_ATTEMPTS 5
+
+/* the columns written, in the tables' order */
+static const char *const ledger_columns[] = {
+	"id", "organisation_id", "member_id", "kind", "points", "balance_after", "idempotency_key",
+	"source_type", "source_ref", "amount_cents", "category", "provider_id", "shortfall", "details",
+	"occurred_at", "recorded_at"
+};
+enum
+{
+	L_ID, L_ORG, L_MEMBER, L_KIND, L_POINTS, L_BALANCE_AFTER, L_KEY, L_SOURCE_TYPE, L_SOURCE_REF,
+	L_AMOUNT, L_CATEGORY, L_PROVIDER, L_SHORTFALL, L_DETAILS, L_OCCURRED_AT, L_RECORDED_AT,
+	L_COLUMNS
+};
+
+static const char *const bucket_columns[] = {
+	"ledger_id", "organisation_id", "member_id", "points", "remaining", "expired", "earned_at",
+	"expires_at", "expired_at"
+};
+enum
+{
+	B_LEDGER_ID, B_ORG, B_MEMBER, B_POINTS, B_REMAINING, B_EXPIRED, B_EARNED_AT, B_EXPIRES_AT,
+	B_EXPIRED_AT, B_COLUMNS
+};
+
+static const char *const account_columns[] = {
+	"organisation_id", "member_id", "balance", "lifetime_points", "qualifying_year",
+	"qualifying_points", "purchases", "tier", "last_activity_at"
+};
+enum
+{
+	A_ORG, A_MEMBER, A_BALANCE, A_LIFETIME, A_QUALIFYING_YEAR, A_QUALIFYING_POINTS, A_PURCHASES,
+	A_TIER, A_LAST_ACTIVITY, A_COLUMNS
+};
+
+/*
+ * What the executor would plan at every call, planned once: a table's
+ * CHECK constraints (in the order ExecRelCheck() takes them) and the
+ * predicates of its partial indexes.
+ */
+typedef struct TablePlans
+{
+	int			nchecks;
+	Expr	  **checks;
+	int			npredicates;
+	Oid		   *predicate_index;
+	List	  **predicates;
+} TablePlans;
+
+/*
+ * The tables, indexes and sequence, where the columns are (0-based) and
+ * the tables' CHECK constraints, looked up once per backend and again
+ * after any change to them.  "usable" is false when a table has columns
+ * this file does not know (it would leave them NULL instead of applying
+ * their defaults).
+ */
+typedef struct LedgerRelations
+{
+	bool		valid;
+	bool		usable;
+	Oid			accounts;
+	Oid			accounts_pkey;
+	Oid			ledger;
+	Oid			ledger_key_index;
+	Oid			ledger_id_sequence;
+	Oid			buckets;
+	Oid			providers;
+	int			account_att[A_COLUMNS];
+	int			ledger_att[L_COLUMNS];
+	int			bucket_att[B_COLUMNS];
+	TablePlans	account_plans;
+	TablePlans	ledger_plans;
+	TablePlans	bucket_plans;
+} LedgerRelations;
+
+static LedgerRelations rels;
+static MemoryContext rels_cxt = NULL;
+static bool callback_registered = false;
+
+static void
+ledger_relcache_callback(Datum arg, Oid relid)
+{
+	if (!OidIsValid(relid) || relid == rels.accounts || relid == rels.ledger || relid == rels.buckets ||
+		relid == rels.accounts_pkey || relid == rels.ledger_key_index ||
+		relid == rels.ledger_id_sequence)
+		rels.valid = false;
+}
+
+/*
+ * Where each of "names" is in "rel" (0-based, into "atts"); false if
+ * "every" and the table has a column that is not among them.
+ */
+static bool
+map_columns(Relation rel, const char *const *names, int n, int *atts, bool every)
+{
+	TupleDesc	desc = RelationGetDescr(rel);
+	int			live = 0;
+
+	for (int i = 0; i < n; i++)
+		atts[i] = membership_attnum(rel, names[i]) - 1;
+	for (int i = 0; i < desc->natts; i++)
+		if (!TupleDescAttr(desc, i)->attisdropped)
+			live++;
+	return !every || live == n;
+}
+
+static void
+load_plans(Relation rel, TablePlans *plans)
+{
+	TupleConstr *constr = RelationGetDescr(rel)->constr;
+	MemoryContext old = MemoryContextSwitchTo(rels_cxt);
+	List	   *indexes = RelationGetIndexList(rel);
+	ListCell   *lc;
+
+	plans->nchecks = constr != NULL ? constr->num_check : 0;
+	plans->checks = palloc(sizeof(Expr *) * Max(plans->nchecks, 1));
+	for (int i = 0; i < plans->nchecks; i++)
+		plans->checks[i] = expression_planner(stringToNode(constr->check[i].ccbin));
+
+	plans->npredicates = 0;
+	plans->predicate_index = palloc(sizeof(Oid) * Max(list_length(indexes), 1));
+	plans->predicates = palloc(sizeof(List *) * Max(list_length(indexes), 1));
+	foreach(lc, indexes)
+	{
+		Relation	index = index_open(lfirst_oid(lc), AccessShareLock);
+		List	   *predicate = RelationGetIndexPredicate(index);
+
+		if (predicate != NIL)
+		{
+			plans->predicate_index[plans->npredicates] = lfirst_oid(lc);
+			plans->predicates[plans->npredicates] = (List *) expression_planner((Expr *) predicate);
+			plans->npredicates++;
+		}
+		index_close(index, AccessShareLock);
+	}
+	MemoryContextSwitchTo(old);
+}
+
+static void
+load_relations(void)
+{
+	Relation	rel;
+	bool		usable = true;
+
+	if (!callback_registered)
+	{
+		CacheRegisterRelcacheCallback(ledger_relcache_callback, (Datum) 0);
+		callback_registered = true;
+	}
+	if (rels_cxt == NULL)
+		rels_cxt = AllocSetContextCreate(CacheMemoryContext, "membership ledger relations",
+										 ALLOCSET_SMALL_SIZES);
+	else
+		MemoryContextReset(rels_cxt);
+	rels.accounts = membership_relid("loyalty_accounts");
+	rels.accounts_pkey = membership_relid("loyalty_accounts_pkey");
+	rels.ledger = membership_relid("loyalty_ledger");
+	rels.ledger_key_index = membership_relid("loyalty_ledger_idempotency_idx");
+	rels.buckets = membership_relid("loyalty_buckets");
+	rels.providers = membership_relid("providers");
+
+	rel = table_open(rels.accounts, AccessShareLock);
+	usable &= map_columns(rel, account_columns, A_COLUMNS, rels.account_att, false);
+	load_plans(rel, &rels.account_plans);
+	table_close(rel, AccessShareLock);
+	rel = table_open(rels.ledger, AccessShareLock);
+	usable &= map_columns(rel, ledger_columns, L_COLUMNS, rels.ledger_att, true);
+	rels.ledger_id_sequence = getIdentitySequence(rels.ledger, rels.ledger_att[L_ID] + 1, false);
+	load_plans(rel, &rels.ledger_plans);
+	table_close(rel, AccessShareLock);
+	rel = table_open(rels.buckets, AccessShareLock);
+	usable &= map_columns(rel, bucket_columns, B_COLUMNS, rels.bucket_att, true);
+	load_plans(rel, &rels.bucket_plans);
+	table_close(rel, AccessShareLock);
+
+	rels.usable = usable;
+	rels.valid = true;
+}
+
+/*
+ * Can rows be written to "rel" here with the effects a statement would
+ * have?  Row triggers fire here (BEFORE INSERT and AFTER ones); statement
+ * triggers, rules, stored generated columns and BEFORE UPDATE triggers
+ * are left to the statement.
+ */
+static bool
+simply_writable(Relation rel, CmdType cmd)
+{
+	TriggerDesc *t = rel->trigdesc;
+
+	if (rel->rd_rel->relkind != RELKIND_RELATION || rel->rd_rules != NULL ||
+		(rel->rd_att->constr != NULL && rel->rd_att->constr->has_generated_stored))
+		return false;
+	if (t == NULL)
+		return true;
+	if (cmd == CMD_INSERT)
+		return !t->trig_insert_before_statement && !t->trig_insert_after_statement &&
+			!t->trig_insert_instead_row && !t->trig_insert_new_table;
+	return !t->trig_update_before_row && !t->trig_update_before_statement &&
+		!t->trig_update_after_statement && !t->trig_update_instead_row &&
+		!t->trig_update_old_table && !t->trig_update_new_table;
+}
+
+/*
+ * Are the AFTER INSERT row triggers of "rel" only the checks of foreign
+ * keys an earn's rows satisfy by construction (see the file header):
+ * references to "parent" or "null_parent" (whose key is written NULL)?
+ */
+static bool
+only_proven_checks(Relation rel, Oid parent, Oid null_parent)
+{
+	TriggerDesc *t = rel->trigdesc;
+
+	if (t == NULL)
+		return true;
+	if (t->trig_insert_before_row)
+		return false;
+	for (int i = 0; i < t->numtriggers; i++)
+	{
+		Trigger    *trigger = &t->triggers[i];
+		HeapTuple	tuple;
+		Oid			referenced;
+
+		if (!TRIGGER_FOR_ROW(trigger->tgtype) || !TRIGGER_FOR_AFTER(trigger->tgtype) ||
+			!TRIGGER_FOR_INSERT(trigger->tgtype))
+			continue;
+		if (trigger->tgfoid != F_RI_FKEY_CHECK_INS)
+			return false;
+		tuple = SearchSysCache1(CONSTROID, ObjectIdGetDatum(trigger->tgconstraint));
+		if (!HeapTupleIsValid(tuple))
+			return false;
+		referenced = ((Form_pg_constraint) GETSTRUCT(tuple))->confrelid;
+		ReleaseSysCache(tuple);
+		if (referenced != parent && referenced != null_parent)
+			return false;
+	}
+	return true;
+}
+
+/*
+ * Insert the row in "slot": constraints, heap, indexes, and the row
+ * triggers, unless "proven" (only_proven_checks()).
+ */
+static void
+insert_row(ResultRelInfo *rri, EState *estate, TupleTableSlot *slot, bool proven)
+{
+	if (!proven)
+	{
+		ExecSimpleRelationInsert(rri, estate, slot);
+		return;
+	}
+	if (RelationGetDescr(rri->ri_RelationDesc)->constr != NULL)
+		ExecConstraints(rri, slot, estate);
+	table_tuple_insert(rri->ri_RelationDesc, slot, estate->es_output_cid, 0, NULL);
+	if (rri->ri_NumIndices > 0)
+		(void) ExecInsertIndexTuples(rri, slot, estate, false, false, NULL, NIL);
+}
+
+/* Open the indexes of "rri", their predicates planned already. */
+static void
+open_indexes(ResultRelInfo *rri, const TablePlans *plans)
+{
+	ExecOpenIndices(rri, false);
+	for (int i = 0; i < rri->ri_NumIndices; i++)
+	{
+		IndexInfo  *info = rri->ri_IndexRelationInfo[i];
+
+		for (int j = 0; j < plans->npredicates && info->ii_Predicate != NIL; j++)
+			if (plans->predicate_index[j] == RelationGetRelid(rri->ri_IndexRelationDescs[i]))
+				info->ii_PredicateState = ExecInitQual(plans->predicates[j], NULL);
+	}
+}
+
+/*
+ * The ResultRelInfo of "rel", with its CHECK constraints planned already
+ * and, when "with_indexes", its indexes open.
+ */
+static ResultRelInfo *
+result_relation(EState *estate, Relation rel, const TablePlans *plans, bool with_indexes)
+{
+	ResultRelInfo *rri = makeNode(ResultRelInfo);
+	TupleConstr *constr = RelationGetDescr(rel)->constr;
+
+	InitResultRelInfo(rri, rel, 0, NULL, 0);
+	if (constr != NULL && constr->num_check == plans->nchecks && plans->nchecks > 0)
+	{
+		rri->ri_ConstraintExprs = palloc(sizeof(ExprState *) * plans->nchecks);
+		for (int i = 0; i < plans->nchecks; i++)
+			rri->ri_ConstraintExprs[i] = ExecInitExpr(plans->checks[i], NULL);
+	}
+	if (with_indexes)
+		open_indexes(rri, plans);
+	/* where the AFTER triggers look for it */
+	estate->es_opened_result_relations = lappend(estate->es_opened_result_relations, rri);
+	return rri;
+}
+
+/*
+ * Are all the AFTER UPDATE row triggers of "rel" foreign key triggers?  An
+ * earn changes no key of the account (organisation, member, tier), so
+ * they would have nothing to do.
+ */
+static bool
+only_key_triggers(Relation rel)
+{
+	TriggerDesc *t = rel->trigdesc;
+
+	for (int i = 0; t != NULL && i < t->numtriggers; i++)
+	{
+		Trigger    *trigger = &t->triggers[i];
+
+		if (TRIGGER_FOR_ROW(trigger->tgtype) && TRIGGER_FOR_AFTER(trigger->tgtype) &&
+			TRIGGER_FOR_UPDATE(trigger->tgtype) && RI_FKey_trigger_type(trigger->tgfoid) == RI_TRIGGER_NONE)
+			return false;
+	}
+	return true;
+}
+
+static int64
+add_int64(int64 a, int64 b)
+{
+	int64		sum;
+
+	if (pg_add_s64_overflow(a, b, &sum))
+		ereport(ERROR,
+				(errcode(ERRCODE_NUMERIC_VALUE_OUT_OF_RANGE),
+				 errmsg("bigint out of range")));
+	return sum;
+}
+
+/* The date "months" after the UTC date of "at", as date + interval does. */
+static Datum
+expiry_date(TimestampTz at, int32 months)
+{
+	Interval	span;
+	Datum		day = DirectFunctionCall1(timestamp_date, TimestampGetDatum((Timestamp) at));
+
+	memset(&span, 0, sizeof(span));
+	span.month = months;
+	return DirectFunctionCall1(timestamp_date,
+							   DirectFunctionCall2(date_pl_interval, day, IntervalPGetDatum(&span)));
+}
+
+/*
+ * Write the earn "e" describes: update the account, insert the entry and
+ * (for positive points) the bucket.  True when written, with e->tier,
+ * e->entry_id, e->points and e->qualifying_points filled in; false, having
+ * written nothing, when the statement should do it (see the file header).
+ */
+bool
+ledger_earn_write(EarnWrite *e)
+{
+	Relation	accounts;
+	Relation	ledger;
+	Relation	buckets;
+	EState	   *estate;
+	ResultRelInfo *account_rri;
+	ResultRelInfo *ledger_rri;
+	ResultRelInfo *bucket_rri;
+	TupleDesc	account_desc;
+	TupleTableSlot *account_slot;
+	TupleTableSlot *entry_slot;
+	TupleTableSlot *bucket_slot;
+	HeapTuple	old = NULL;
+	int64		balance = 0;
+	int64		points = 0;
+	int64		qualifying = 0;
+	Datum		details = (Datum) 0;
+	bool		written = false;
+	bool		ledger_proven;
+	bool		bucket_proven;
+	const int  *aa = rels.account_att;
+
+	if (IsolationUsesXactSnapshot() || XactReadOnly || IsInParallelMode())
+		return false;
+	/* locking the tables takes in invalidations: until none came */
+	for (;;)
+	{
+		if (!rels.valid)
+			load_relations();
+		accounts = table_open(rels.accounts, RowExclusiveLock);
+		ledger = table_open(rels.ledger, RowExclusiveLock);
+		buckets = table_open(rels.buckets, RowExclusiveLock);
+		if (rels.valid)
+			break;
+		table_close(buckets, NoLock);
+		table_close(ledger, NoLock);
+		table_close(accounts, NoLock);
+	}
+	if (!rels.usable || !simply_writable(accounts, CMD_UPDATE) ||
+		!simply_writable(ledger, CMD_INSERT) || !simply_writable(buckets, CMD_INSERT))
+	{
+		table_close(buckets, NoLock);
+		table_close(ledger, NoLock);
+		table_close(accounts, NoLock);
+		return false;
+	}
+	CheckCmdReplicaIdentity(accounts, CMD_UPDATE);
+	ledger_proven = only_proven_checks(ledger, rels.accounts, rels.providers);
+	bucket_proven = only_proven_checks(buckets, rels.ledger, InvalidOid);
+
+	/* what this transaction wrote before is seen, and kept apart from this */
+	CommandCounterIncrement();
+	estate = CreateExecutorState();
+	estate->es_output_cid = GetCurrentCommandId(true);
+	/* the account's indexes only when its update is not a HOT one */
+	account_rri = result_relation(estate, accounts, &rels.account_plans, false);
+	ledger_rri = result_relation(estate, ledger, &rels.ledger_plans, true);
+	bucket_rri = result_relation(estate, buckets, &rels.bucket_plans, true);
+	account_desc = RelationGetDescr(accounts);
+	account_slot = ExecInitExtraTupleSlot(estate, account_desc, &TTSOpsVirtual);
+	AfterTriggerBeginQuery();
+
+	for (int attempt = 0; attempt < EARN_WRITE_ATTEMPTS && !written; attempt++)
+	{
+		Snapshot	snapshot = RegisterSnapshot(GetLatestSnapshot());
+		SnapshotData dirty;
+		ScanKeyData keys[2];
+		HeapTuple	entry;
+		Datum	   *values = account_slot->tts_values;
+		bool	   *nulls = account_slot->tts_isnull;
+		Numeric		multiplier = NULL;
+		char	   *tier;
+		bool		first;
+		int32		year;
+		TM_FailureData tmfd;
+		LockTupleMode lockmode;
+		bool		update_indexes;
+		TM_Result	result;
+
+		/* the account, as committed now */
+		ScanKeyInit(&keys[0], aa[A_MEMBER] + 1, BTEqualStrategyNumber, F_UUID_EQ, e->member);
+		old = membership_fetch_unique(accounts, rels.accounts_pkey, 1, keys, snapshot);
+		UnregisterSnapshot(snapshot);
+		if (old == NULL)
+			break;
+		heap_deform_tuple(old, account_desc, values, nulls);
+		if (memcmp(DatumGetUUIDP(values[aa[A_ORG]]), DatumGetUUIDP(e->organisation),
+				   sizeof(pg_uuid_t)) != 0)
+			break;
+
+		/* the key unused, even by a session still writing it */
+		InitDirtySnapshot(dirty);
+		ScanKeyInit(&keys[0], rels.ledger_att[L_ORG] + 1, BTEqualStrategyNumber, F_UUID_EQ,
+					e->organisation);
+		ScanKeyInit(&keys[1], rels.ledger_att[L_KEY] + 1, BTEqualStrategyNumber, F_TEXTEQ,
+					PointerGetDatum(e->idempotency_key));
+		entry = membership_fetch_unique(ledger, rels.ledger_key_index, 2, keys, &dirty);
+		if (entry != NULL)
+			break;
+
+		/* the points, for the account's tier and purchases */
+		tier = TextDatumGetCString(values[aa[A_TIER]]);
+		for (int i = 0; i < e->ntiers && multiplier == NULL; i++)
+			if (strcmp(e->tier_names[i], tier) == 0)
+				multiplier = e->tier_multipliers[i];
+		if (multiplier == NULL)
+			break;
+		first = DatumGetInt64(values[aa[A_PURCHASES]]) == 0;
+		points = DatumGetInt64(DirectFunctionCall1(numeric_int8, NumericGetDatum(
+			numeric_add_opt_error(
+				DatumGetNumeric(DirectFunctionCall1(numeric_floor,
+					DirectFunctionCall2(numeric_mul, NumericGetDatum(e->base),
+										NumericGetDatum(multiplier)))),
+				int64_to_numeric(first ? e->bonus_first : e->bonus), NULL))));
+		details = first ? e->details_first : e->details;
+
+		/* the account's new values */
+		balance = DatumGetInt64(values[aa[A_BALANCE]]);
+		values[aa[A_BALANCE]] = Int64GetDatum(add_int64(balance, points));
+		values[aa[A_LIFETIME]] = Int64GetDatum(add_int64(DatumGetInt64(values[aa[A_LIFETIME]]), points));
+		values[aa[A_PURCHASES]] = Int64GetDatum(add_int64(DatumGetInt64(values[aa[A_PURCHASES]]),
+														  e->amount_cents > 0 ? 1 : 0));
+		year = DatumGetInt32(values[aa[A_QUALIFYING_YEAR]]);
+		qualifying = DatumGetInt64(values[aa[A_QUALIFYING_POINTS]]);
+		if (e->year > year)
+			qualifying = points;
+		else if (e->year == year)
+			qualifying = add_int64(qualifying, points);
+		values[aa[A_QUALIFYING_YEAR]] = Int32GetDatum(Max(year, e->year));
+		values[aa[A_QUALIFYING_POINTS]] = Int64GetDatum(qualifying);
+		if (DatumGetTimestampTz(values[aa[A_LAST_ACTIVITY]]) < e->occurred_at)
+			values[aa[A_LAST_ACTIVITY]] = TimestampTzGetDatum(e->occurred_at);
+		ExecStoreVirtualTuple(account_slot);
+
+		ExecConstraints(account_rri, account_slot, estate);
+		result = table_tuple_update(accounts, &old->t_self, account_slot, estate->es_output_cid,
+									InvalidSnapshot, InvalidSnapshot, true, &tmfd, &lockmode,
+									&update_indexes);
+		switch (result)
+		{
+			case TM_Ok:
+				written = true;
+				e->tier = tier;
+				break;
+			case TM_Updated:
+			case TM_Deleted:
+				/* changed meanwhile by a session now ended: read it again */
+				ExecClearTuple(account_slot);
+				continue;
+			default:
+				elog(ERROR, "unexpected result %d updating a loyalty account", (int) result);
+		}
+		{
+			List	   *recheck = NIL;
+
+			if (update_indexes)
+			{
+				open_indexes(account_rri, &rels.account_plans);
+				recheck = ExecInsertIndexTuples(account_rri, account_slot, estate, true, false,
+												NULL, NIL);
+			}
+			if (!only_key_triggers(accounts))
+				ExecARUpdateTriggers(estate, account_rri, NULL, NULL, &old->t_self, NULL,
+									 account_slot, recheck, NULL, false);
+		}
+	}
+
+	if (written)
+	{
+		Datum	   *lv;
+		bool	   *ln;
+		int64		entry_id = nextval_internal(rels.ledger_id_sequence, false);
+		const int  *la = rels.ledger_att;
+
+		entry_slot = ExecInitExtraTupleSlot(estate, RelationGetDescr(ledger), &TTSOpsVirtual);
+		lv = entry_slot->tts_values;
+		ln = entry_slot->tts_isnull;
+		memset(ln, false, sizeof(bool) * L_COLUMNS);
+		lv[la[L_ID]] = Int64GetDatum(entry_id);
+		lv[la[L_ORG]] = e->organisation;
+		lv[la[L_MEMBER]] = e->member;
+		lv[la[L_KIND]] = CStringGetTextDatum(e->amount_cents > 0 ? "EARN" : "BONUS");
+		lv[la[L_POINTS]] = Int64GetDatum(points);
+		lv[la[L_BALANCE_AFTER]] = Int64GetDatum(add_int64(balance, points));
+		lv[la[L_KEY]] = PointerGetDatum(e->idempotency_key);
+		lv[la[L_SOURCE_TYPE]] = PointerGetDatum(e->source_type);
+		lv[la[L_SOURCE_REF]] = PointerGetDatum(e->source_ref);
+		lv[la[L_AMOUNT]] = Int64GetDatum(e->amount_cents);
+		lv[la[L_CATEGORY]] = PointerGetDatum(e->category);
+		ln[la[L_CATEGORY]] = e->category == NULL;
+		ln[la[L_PROVIDER]] = true;
+		lv[la[L_SHORTFALL]] = Int64GetDatum(0);
+		lv[la[L_DETAILS]] = details;
+		lv[la[L_OCCURRED_AT]] = TimestampTzGetDatum(e->occurred_at);
+		lv[la[L_RECORDED_AT]] = TimestampTzGetDatum(GetCurrentTransactionStartTimestamp());
+		ExecStoreVirtualTuple(entry_slot);
+		insert_row(ledger_rri, estate, entry_slot, ledger_proven);
+
+		if (points > 0)
+		{
+			Datum	   *bv;
+			bool	   *bn;
+			const int  *ba = rels.bucket_att;
+
+			bucket_slot = ExecInitExtraTupleSlot(estate, RelationGetDescr(buckets), &TTSOpsVirtual);
+			bv = bucket_slot->tts_values;
+			bn = bucket_slot->tts_isnull;
+			memset(bn, false, sizeof(bool) * B_COLUMNS);
+			bv[ba[B_LEDGER_ID]] = Int64GetDatum(entry_id);
+			bv[ba[B_ORG]] = e->organisation;
+			bv[ba[B_MEMBER]] = e->member;
+			bv[ba[B_POINTS]] = Int64GetDatum(points);
+			bv[ba[B_REMAINING]] = Int64GetDatum(points);
+			bv[ba[B_EXPIRED]] = Int64GetDatum(0);
+			bv[ba[B_EARNED_AT]] = TimestampTzGetDatum(e->occurred_at);
+			bv[ba[B_EXPIRES_AT]] = expiry_date(e->occurred_at, e->expiry_months);
+			bn[ba[B_EXPIRED_AT]] = true;
+			ExecStoreVirtualTuple(bucket_slot);
+			insert_row(bucket_rri, estate, bucket_slot, bucket_proven);
+		}
+		e->entry_id = entry_id;
+		e->points = points;
+		e->qualifying_points = qualifying;
+	}
+
+	/* the foreign keys' checks and any other AFTER row triggers */
+	AfterTriggerEndQuery(estate);
+	CommandCounterIncrement();
+
+	ExecCloseResultRelations(estate);
+	ExecResetTupleTable(estate->es_tupleTable, false);
+	FreeExecutorState(estate);
+	table_close(buckets, NoLock);
+	table_close(ledger, NoLock);
+	table_close(accounts, NoLock);
+	return written;
+}
