@@ -357,4 +357,68 @@ SELECT points AS other_new_tier FROM ledger_dblink.dblink('other', format(
     $$SELECT membership.earn_points(%L, %L, 1000, 'order', 'cache-10')$$, :'org_b', :'b1')) AS t(points bigint);
 SELECT ledger_dblink.dblink_disconnect('other');
 DROP SCHEMA ledger_dblink CASCADE;
+
+-- A single earn writes its rows without a statement (src/ledger_write.c):
+-- whatever a statement would do still happens.  Several earns of one
+-- member in one statement each see the one before; an earn of an old
+-- year leaves the year's qualifying points alone; a leap day's bucket
+-- expires on the last day of February.
+SELECT membership_api.sync_members('[{"external_id": "b2"}]', 'delta', fixture.key('led-b:org')) IS NOT NULL AS synced;
+SELECT membership.find_member(:'org_b', 'b2') AS b2, date_trunc('year', now()) + interval '1 hour' AS jan1 \gset
+SELECT membership.earn_points(:'org_b', :'b2', 1000, 'order', 'ws-0', NULL, :'jan1') AS opened;
+SELECT g, membership.earn_points(:'org_b', :'b2', 1000 * g, 'order', 'ws-' || g, NULL, :'jan1') AS points
+FROM generate_series(1, 3) g;
+SELECT membership.earn_points(:'org_b', :'b2', 2000, 'order', 'ws-leap', NULL, '2024-02-29 23:30Z') AS leap_day;
+SELECT l.kind, l.source_ref, l.points, l.balance_after, b.remaining,
+       CASE WHEN l.occurred_at = :'jan1' THEN b.expires_at = (date_trunc('year', now()) + interval '1 year')::date
+            ELSE b.expires_at = '2025-02-28' END AS expires_as_due
+FROM membership.loyalty_ledger l LEFT JOIN membership.loyalty_buckets b ON b.ledger_id = l.id
+WHERE l.member_id = :'b2' ORDER BY l.id;
+SELECT balance, lifetime_points, purchases, qualifying_year = extract(year FROM now()) AS this_year,
+       qualifying_points
+FROM membership.loyalty_accounts WHERE member_id = :'b2';
+-- A key used twice in one statement: the second is a replay; used again
+-- with other parameters: an error, and nothing written.
+SELECT membership.earn_points(:'org_b', :'b2', 5000, 'order', 'ws-twice') AS first_time,
+       membership.earn_points(:'org_b', :'b2', 5000, 'order', 'ws-twice') AS replayed;
+\set VERBOSITY terse
+SELECT membership.earn_points(:'org_b', :'b2', 7000, 'order', 'ws-twice') AS mismatched;
+\set VERBOSITY default
+SELECT count(*) AS entries, sum(points) AS points FROM membership.loyalty_ledger WHERE source_ref = 'ws-twice';
+-- Row triggers someone adds fire: AFTER and BEFORE INSERT on the
+-- ledger and the buckets (written beside the statement), BEFORE UPDATE on
+-- the accounts (left to the statement).
+CREATE FUNCTION public.ledger_note_row() RETURNS trigger LANGUAGE plpgsql AS $$
+BEGIN
+    RAISE NOTICE '% % on %: %', TG_WHEN, TG_OP, TG_TABLE_NAME,
+        to_jsonb(NEW) ->> CASE TG_TABLE_NAME WHEN 'loyalty_accounts' THEN 'balance'
+                                             WHEN 'loyalty_buckets' THEN 'remaining' ELSE 'source_ref' END;
+    RETURN NEW;
+END
+$$;
+CREATE TRIGGER note_after AFTER INSERT ON membership.loyalty_ledger
+    FOR EACH ROW EXECUTE FUNCTION public.ledger_note_row();
+CREATE TRIGGER note_before BEFORE INSERT ON membership.loyalty_buckets
+    FOR EACH ROW EXECUTE FUNCTION public.ledger_note_row();
+SELECT membership.earn_points(:'org_b', :'b2', 1000, 'order', 'ws-triggers') AS with_insert_triggers;
+DROP TRIGGER note_after ON membership.loyalty_ledger;
+DROP TRIGGER note_before ON membership.loyalty_buckets;
+CREATE TRIGGER note_update BEFORE UPDATE ON membership.loyalty_accounts
+    FOR EACH ROW EXECUTE FUNCTION public.ledger_note_row();
+SELECT membership.earn_points(:'org_b', :'b2', 1000, 'order', 'ws-update-trigger') AS with_update_trigger;
+DROP TRIGGER note_update ON membership.loyalty_accounts;
+DROP FUNCTION public.ledger_note_row();
+-- REPEATABLE READ: the statement writes, with the transaction's snapshot.
+BEGIN ISOLATION LEVEL REPEATABLE READ;
+SELECT membership.earn_points(:'org_b', :'b2', 1000, 'order', 'ws-rr') AS repeatable_read;
+COMMIT;
+-- The foreign keys the earn proves by construction still stop others.
+\set VERBOSITY terse
+INSERT INTO membership.loyalty_buckets (organisation_id, member_id, ledger_id, points, remaining, earned_at, expires_at)
+VALUES (:'org_b', :'b2', -1, 5, 5, now(), current_date);
+INSERT INTO membership.loyalty_ledger (organisation_id, member_id, kind, points, balance_after, idempotency_key)
+VALUES (:'org_b', :'m1', 'ADJUST', 5, 5, 'no such account');
+\set VERBOSITY default
+SELECT balance, (SELECT sum(points) FROM membership.loyalty_ledger l WHERE l.member_id = a.member_id) AS ledger_sum
+FROM membership.loyalty_accounts a WHERE member_id = :'b2';
 SELECT count(*) AS problems FROM membership.reconcile_ledger();

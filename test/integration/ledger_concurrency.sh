@@ -3,13 +3,14 @@
 # of its own:
 #   1. many sessions (pgbench) earn and redeem on a few accounts at once:
 #      no balance below zero, no overdraft of the hot account, and
-#      reconcile_ledger() is empty;
+#      reconcile_ledger() is empty; and many sessions earning the same
+#      few keys at once: each key earns once, the others are replays;
 #   2. the same mixed load from sessions that log every result they got
 #      back (so committed), then kill -9 of the postmaster, a restart:
 #      every logged earn and redemption is in the ledger and
 #      reconciliation is still empty.
 . "$(dirname "$0")/tap.bash"
-plan 9
+plan 11
 
 mb_cluster_init ledger "membership.database = 'ledger'"
 mb_cluster_start ledger
@@ -68,6 +69,19 @@ is "$(q -d ledger -c "SELECT count(*) FROM membership.loyalty_accounts WHERE bal
 is "$(q -d ledger -c "SELECT count(*) FROM membership.loyalty_ledger WHERE balance_after < 0")" 0 \
 	"no ledger entry ever left a balance below zero"
 is "$(q -d ledger -c "SELECT count(*) FROM membership.reconcile_ledger()")" 0 "reconcile_ledger() is empty"
+
+# The same 30 keys from 8 sessions at once, on one account and on four:
+# the first earn of a key writes, every other one is a replay (the same
+# points, nothing written), whichever session and moment it comes from.
+cat >"$dir/same_keys.sql" <<'SQL'
+\set k random(1, 30)
+SELECT lc_earn(CASE WHEN :k <= 15 THEN 2 ELSE :k % 4 + 1 END, 700 + :k, 'same-' || :k);
+SQL
+(cd "$dir" && pgbench -n -d ledger -c 8 -j 4 -T 4 -f same_keys.sql >out.txt 2>&1)
+is "$?" 0 "eight sessions earning the same 30 keys for 4 seconds get no error"
+is "$(q -d ledger -c "SELECT count(*) || ' entries, ' || count(DISTINCT idempotency_key) || ' keys'
+                      FROM membership.loyalty_ledger WHERE source_ref LIKE 'same-%'")" "30 entries, 30 keys" \
+	"each of the 30 keys earned once"
 
 # 2. Clients that log what they got back, killed by a crash.  psql prints
 # a result only once the server said the transaction is over, so every
