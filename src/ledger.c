@@ -23,6 +23,7 @@
 #include "mb/pg_wchar.h"
 #include "utils/builtins.h"
 #include "utils/timestamp.h"
+#include "utils/uuid.h"
 
 #include "membership.h"
 
@@ -259,4 +260,90 @@ membership_loyalty_bucket_is_valid(PG_FUNCTION_ARGS)
 	expired = PG_GETARG_INT64(2);
 	PG_RETURN_BOOL(points > 0 && remaining >= 0 && expired >= 0 &&
 				   !pg_add_s64_overflow(remaining, expired, &sum) && sum <= points);
+}
+
+PG_FUNCTION_INFO_V1(membership_loyalty_int8_or_null);
+PG_FUNCTION_INFO_V1(membership_loyalty_uuid_or_null);
+
+/*
+ * membership.loyalty_int8_or_null(text) RETURNS bigint
+ *
+ * The text as a bigint when it is an optional minus and 1 to 18 digits,
+ * else NULL: how a batch reads amount_cents without failing the whole
+ * batch on one bad event (a regular expression cost more than the rest of
+ * reading the event).
+ */
+Datum
+membership_loyalty_int8_or_null(PG_FUNCTION_ARGS)
+{
+	text	   *t = PG_GETARG_TEXT_PP(0);
+	const char *s = VARDATA_ANY(t);
+	int			len = VARSIZE_ANY_EXHDR(t);
+	bool		negative = len > 0 && s[0] == '-';
+	int64		value = 0;
+
+	if (negative)
+	{
+		s++;
+		len--;
+	}
+	if (len < 1 || len > 18)
+		PG_RETURN_NULL();
+	for (int i = 0; i < len; i++)
+	{
+		if (s[i] < '0' || s[i] > '9')
+			PG_RETURN_NULL();
+		value = value * 10 + (s[i] - '0');
+	}
+	PG_RETURN_INT64(negative ? -value : value);
+}
+
+static int
+hex_value(char c)
+{
+	if (c >= '0' && c <= '9')
+		return c - '0';
+	if (c >= 'a' && c <= 'f')
+		return c - 'a' + 10;
+	if (c >= 'A' && c <= 'F')
+		return c - 'A' + 10;
+	return -1;
+}
+
+/*
+ * membership.loyalty_uuid_or_null(text) RETURNS uuid
+ *
+ * The text as a uuid when it is written 8-4-4-4-12 hexadecimal digits,
+ * else NULL (as loyalty_int8_or_null(), for member_id).
+ */
+Datum
+membership_loyalty_uuid_or_null(PG_FUNCTION_ARGS)
+{
+	text	   *t = PG_GETARG_TEXT_PP(0);
+	const char *s = VARDATA_ANY(t);
+	pg_uuid_t  *uuid;
+	int			byte = 0;
+
+	if (VARSIZE_ANY_EXHDR(t) != 36)
+		PG_RETURN_NULL();
+	uuid = palloc(sizeof(pg_uuid_t));
+	for (int i = 0; i < 36; i++)
+	{
+		int			hi;
+		int			lo;
+
+		if (i == 8 || i == 13 || i == 18 || i == 23)
+		{
+			if (s[i] != '-')
+				PG_RETURN_NULL();
+			continue;
+		}
+		hi = hex_value(s[i]);
+		lo = hex_value(s[i + 1]);
+		if (hi < 0 || lo < 0)
+			PG_RETURN_NULL();
+		uuid->data[byte++] = (unsigned char) (hi << 4 | lo);
+		i++;
+	}
+	PG_RETURN_UUID_P(uuid);
 }

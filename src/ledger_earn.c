@@ -51,6 +51,7 @@
 #include "miscadmin.h"
 #include "port/atomics.h"
 #include "storage/shmem.h"
+#include "funcapi.h"
 #include "utils/array.h"
 #include "utils/builtins.h"
 #include "utils/datetime.h"
@@ -58,12 +59,14 @@
 #include "utils/memutils.h"
 #include "utils/numeric.h"
 #include "utils/timestamp.h"
+#include "utils/typcache.h"
 #include "utils/uuid.h"
 
 #include "membership.h"
 
 PG_FUNCTION_INFO_V1(membership_earn_points);
 PG_FUNCTION_INFO_V1(membership_loyalty_program_changed);
+PG_FUNCTION_INFO_V1(membership_loyalty_earn_events);
 
 /* the earn rule kinds that need more than a name comparison */
 typedef enum EarnRuleKind
@@ -133,6 +136,7 @@ static SPIPlanPtr plan_partner = NULL;
 static SPIPlanPtr plan_write = NULL;
 static SPIPlanPtr plan_replay = NULL;
 static SPIPlanPtr plan_upgrade = NULL;
+static SPIPlanPtr plan_single = NULL;
 static SPIPlanPtr plan_program = NULL;
 static SPIPlanPtr plan_tiers = NULL;
 static SPIPlanPtr plan_rules = NULL;
@@ -489,8 +493,8 @@ tier_named(EarnProgram *p, const char *tier)
 }
 
 /* {"rules": [id, ...]}: what the ledger entry's details say */
-static Datum
-rules_details(int64 *ids, int n)
+Datum
+ledger_rules_details(const int64 *ids, int n)
 {
 	StringInfoData buf;
 
@@ -500,6 +504,15 @@ rules_details(int64 *ids, int n)
 		appendStringInfo(&buf, "%s" INT64_FORMAT, i > 0 ? ", " : "", ids[i]);
 	appendStringInfoString(&buf, "]}");
 	return DirectFunctionCall1(jsonb_in, CStringGetDatum(buf.data));
+}
+
+/* "earn:<source_type>:<source_ref>": an earn's idempotency key */
+text *
+ledger_earn_key(text *source_type, text *source_ref)
+{
+	return cstring_to_text(psprintf("earn:%.*s:%.*s",
+									(int) VARSIZE_ANY_EXHDR(source_type), VARDATA_ANY(source_type),
+									(int) VARSIZE_ANY_EXHDR(source_ref), VARDATA_ANY(source_ref)));
 }
 
 /*
@@ -562,6 +575,72 @@ static Oid	earn_statement_types[20] = {
 };
 
 /*
+ * Fill in what earning the event needs from the program, but for the
+ * account ("w" for ledger_writer_earn(), whose parameters these are): the
+ * rules applied both ways (first purchase or not), the idempotency key,
+ * the tiers.
+ */
+static void
+earn_prepare(EarnProgram *program, EarnWrite *w, Numeric points_per_unit, int32 unit_cents,
+			 Datum organisation, Datum member, text *source_type, text *source_ref, int64 amount,
+			 text *category, TimestampTz at, int32 year)
+{
+	int64	   *rule_ids = palloc(sizeof(int64) * Max(program->nrules, 1));
+	int			nrule_ids;
+
+	w->organisation = organisation;
+	w->member = member;
+	w->idempotency_key = ledger_earn_key(source_type, source_ref);
+	w->source_type = source_type;
+	w->source_ref = source_ref;
+	w->category = category;
+	w->amount_cents = amount;
+	w->occurred_at = at;
+	w->year = year;
+	w->expiry_months = program->expiry_months;
+	w->base = earn_calc(program, source_type, amount, category, at, false, points_per_unit, unit_cents,
+						&w->bonus, rule_ids, &nrule_ids);
+	w->details = ledger_rules_details(rule_ids, nrule_ids);
+	(void) earn_calc(program, source_type, amount, category, at, true, points_per_unit, unit_cents,
+					 &w->bonus_first, rule_ids, &nrule_ids);
+	w->details_first = ledger_rules_details(rule_ids, nrule_ids);
+	w->ntiers = program->ntiers;
+	w->tier_names = palloc(sizeof(char *) * Max(program->ntiers, 1));
+	w->tier_multipliers = palloc(sizeof(Numeric) * Max(program->ntiers, 1));
+	for (int i = 0; i < program->ntiers; i++)
+	{
+		w->tier_names[i] = program->tiers[i].tier;
+		w->tier_multipliers[i] = program->tiers[i].multiplier;
+	}
+}
+
+/*
+ * A tier upgrade when the year's points reach a tier above the account's
+ * (membership.loyalty_apply_upgrades(), inside a connected SPI).
+ */
+static void
+earn_upgrade(EarnProgram *program, Datum organisation, Datum member, const char *account_tier,
+			 int64 qualifying)
+{
+	EarnTier   *tier = tier_named(program, account_tier);
+	int64		best = -1;
+
+	if (tier == NULL)
+		elog(ERROR, "the loyalty program of the organisation has no tier \"%s\"", account_tier);
+	for (int i = 0; i < program->ntiers; i++)
+		if (program->tiers[i].threshold <= qualifying)
+			best = Max(best, program->tiers[i].threshold);
+	if (best > tier->threshold)
+	{
+		Oid			types[2] = {UUIDOID, UUIDOID};
+		Datum		values[2] = {organisation, member};
+
+		execute(prepare(&plan_upgrade, "SELECT membership.loyalty_apply_upgrades($1, ARRAY[$2])", 2, types),
+				values, NULL, 1);
+	}
+}
+
+/*
  * membership.earn_points(organisation uuid, member uuid, amount_cents
  *     bigint, source_type text, source_ref text, category text,
  *     occurred_at timestamptz, partner uuid) RETURNS bigint
@@ -584,13 +663,6 @@ membership_earn_points(PG_FUNCTION_ARGS)
 	EarnProgram *program = NULL;
 	Numeric		points_per_unit;
 	int32		unit_cents;
-	Numeric		base;
-	int64		bonus;
-	int64		bonus_first;
-	int64	   *rule_ids;
-	int64	   *rule_ids_first;
-	int			nrule_ids;
-	int			nrule_ids_first;
 	Datum	   *tier_names;
 	Datum	   *tier_multipliers;
 	bool		isnull;
@@ -603,11 +675,9 @@ membership_earn_points(PG_FUNCTION_ARGS)
 	bool		opened = false;
 	bool		refreshed = false;
 	bool		replayed = false;
-	text	   *key;
-	Datum		details;
-	Datum		details_first;
 	char	   *account_tier = NULL;
 	int64		qualifying = 0;
+	EarnWrite	w;
 
 	problem = ledger_event_problem(PG_ARGISNULL(2) ? NULL : &amount, source_type, source_ref,
 								   category, true, at);
@@ -672,53 +742,16 @@ membership_earn_points(PG_FUNCTION_ARGS)
 					unit_cents = DatumGetInt32(column(0, 2, &isnull));
 				}
 			}
-			rule_ids = palloc(sizeof(int64) * Max(program->nrules, 1));
-			rule_ids_first = palloc(sizeof(int64) * Max(program->nrules, 1));
-			base = earn_calc(program, source_type, amount, category, at, false, points_per_unit, unit_cents,
-							 &bonus, rule_ids, &nrule_ids);
-			(void) earn_calc(program, source_type, amount, category, at, true, points_per_unit, unit_cents,
-							 &bonus_first, rule_ids_first, &nrule_ids_first);
-			key = cstring_to_text(psprintf("earn:%.*s:%.*s",
-										   (int) VARSIZE_ANY_EXHDR(source_type), VARDATA_ANY(source_type),
-										   (int) VARSIZE_ANY_EXHDR(source_ref), VARDATA_ANY(source_ref)));
-			details = rules_details(rule_ids, nrule_ids);
-			details_first = rules_details(rule_ids_first, nrule_ids_first);
+			earn_prepare(program, &w, points_per_unit, unit_cents, UUIDPGetDatum(org), member, source_type,
+						 source_ref, amount, category, at, tm.tm_year);
 
 			/* the common case, without a statement (src/ledger_write.c) */
-			if (!opened && !refreshed && PG_ARGISNULL(7) && !PG_ARGISNULL(1))
+			if (!opened && !refreshed && PG_ARGISNULL(7) && !PG_ARGISNULL(1) && ledger_earn_write(&w))
 			{
-				EarnWrite	w;
-
-				w.organisation = UUIDPGetDatum(org);
-				w.member = member;
-				w.idempotency_key = key;
-				w.source_type = source_type;
-				w.source_ref = source_ref;
-				w.category = category;
-				w.amount_cents = amount;
-				w.occurred_at = at;
-				w.year = tm.tm_year;
-				w.expiry_months = program->expiry_months;
-				w.base = base;
-				w.bonus = bonus;
-				w.bonus_first = bonus_first;
-				w.details = details;
-				w.details_first = details_first;
-				w.ntiers = program->ntiers;
-				w.tier_names = palloc(sizeof(char *) * Max(program->ntiers, 1));
-				w.tier_multipliers = palloc(sizeof(Numeric) * Max(program->ntiers, 1));
-				for (int i = 0; i < program->ntiers; i++)
-				{
-					w.tier_names[i] = program->tiers[i].tier;
-					w.tier_multipliers[i] = program->tiers[i].multiplier;
-				}
-				if (ledger_earn_write(&w))
-				{
-					account_tier = w.tier;
-					points = w.points;
-					qualifying = w.qualifying_points;
-					break;
-				}
+				account_tier = w.tier;
+				points = w.points;
+				qualifying = w.qualifying_points;
+				break;
 			}
 
 			tier_names = palloc(sizeof(Datum) * Max(program->ntiers, 1));
@@ -734,7 +767,7 @@ membership_earn_points(PG_FUNCTION_ARGS)
 			values[1] = member;
 			nulls[1] = PG_ARGISNULL(1) ? 'n' : ' ';
 			values[2] = CStringGetTextDatum(amount > 0 ? "EARN" : "BONUS");
-			values[3] = PointerGetDatum(key);
+			values[3] = PointerGetDatum(w.idempotency_key);
 			values[4] = PointerGetDatum(source_type);
 			values[5] = PointerGetDatum(source_ref);
 			values[6] = Int64GetDatum(amount);
@@ -744,16 +777,16 @@ membership_earn_points(PG_FUNCTION_ARGS)
 			nulls[8] = PG_ARGISNULL(7) ? 'n' : ' ';
 			values[9] = TimestampTzGetDatum(at);
 			values[10] = Int32GetDatum(program->expiry_months);
-			values[11] = NumericGetDatum(base);
+			values[11] = NumericGetDatum(w.base);
 			values[12] = Int32GetDatum(tm.tm_year);
 			values[13] = PointerGetDatum(construct_array(tier_names, program->ntiers, TEXTOID, -1, false,
 														 TYPALIGN_INT));
 			values[14] = PointerGetDatum(construct_array(tier_multipliers, program->ntiers, NUMERICOID, -1,
 														 false, TYPALIGN_INT));
-			values[15] = Int64GetDatum(bonus);
-			values[16] = Int64GetDatum(bonus_first);
-			values[17] = details;
-			values[18] = details_first;
+			values[15] = Int64GetDatum(w.bonus);
+			values[16] = Int64GetDatum(w.bonus_first);
+			values[17] = w.details;
+			values[18] = w.details_first;
 			values[19] = Int32GetDatum(amount > 0 ? 1 : 0);
 			execute(prepare(&plan_write, earn_statement, 20, earn_statement_types), values, nulls, 0);
 			if (SPI_processed == 1)
@@ -816,29 +849,125 @@ membership_earn_points(PG_FUNCTION_ARGS)
 		points = result_null ? 0 : DatumGetInt64(result);
 	}
 	else
-	{
-		/* a tier upgrade when the year's points reach a higher tier */
-		EarnTier   *tier = tier_named(program, account_tier);
-		int64		best = -1;
-
-		if (tier == NULL)
-			elog(ERROR, "the loyalty program of the organisation has no tier \"%s\"", account_tier);
-		for (int i = 0; i < program->ntiers; i++)
-			if (program->tiers[i].threshold <= qualifying)
-				best = Max(best, program->tiers[i].threshold);
-		if (best > tier->threshold)
-		{
-			Oid			types[2] = {UUIDOID, UUIDOID};
-			Datum		uvalues[2] = {UUIDPGetDatum(org), member};
-
-			execute(prepare(&plan_upgrade,
-							"SELECT membership.loyalty_apply_upgrades($1, ARRAY[$2])", 2, types),
-					uvalues, NULL, 1);
-		}
-	}
+		earn_upgrade(program, UUIDPGetDatum(org), member, account_tier, qualifying);
 
 	SPI_finish();
 	if (result_null)
 		PG_RETURN_NULL();
 	PG_RETURN_INT64(points);
+}
+
+/* the fields of membership.loyalty_batch_event */
+enum
+{
+	EV_IDX, EV_MEMBER, EV_AMOUNT, EV_SOURCE_TYPE, EV_SOURCE_REF, EV_CATEGORY, EV_OCCURRED_AT, EV_PROBLEM,
+	EV_COLUMNS
+};
+
+/*
+ * membership.loyalty_earn_events(organisation uuid, events
+ *     membership.loyalty_batch_event[]) RETURNS TABLE (idx integer,
+ *     points bigint)
+ *
+ * Earn each event of a batch, in array order, as a single earn would,
+ * with the tables opened once (src/ledger_write.c): the events
+ * earn_points_batch() found well formed and new, whose accounts it has
+ * opened and locked in one order.  A tier reached by one event applies to
+ * the member's next.  When the tables cannot be written that way, each
+ * event goes through earn_points().  Internal: only the owner calls it.
+ */
+Datum
+membership_loyalty_earn_events(PG_FUNCTION_ARGS)
+{
+	pg_uuid_t  *org = PG_GETARG_UUID_P(0);
+	ArrayType  *events = PG_GETARG_ARRAYTYPE_P(1);
+	ReturnSetInfo *rsinfo = (ReturnSetInfo *) fcinfo->resultinfo;
+	TupleDesc	desc = lookup_rowtype_tupdesc(ARR_ELEMTYPE(events), -1);
+	Datum	   *elements;
+	bool	   *element_nulls;
+	int			count;
+	LedgerWriter writer;
+	bool		direct;
+	EarnProgram *program = NULL;
+	MemoryContext event_cxt;
+	MemoryContext old;
+
+	InitMaterializedSRF(fcinfo, 0);
+	if (desc->natts != EV_COLUMNS)
+		elog(ERROR, "loyalty_batch_event has %d columns, not %d", desc->natts, EV_COLUMNS);
+	deconstruct_array(events, ARR_ELEMTYPE(events), -1, false, TYPALIGN_DOUBLE,
+					  &elements, &element_nulls, &count);
+	if (SPI_connect() != SPI_OK_CONNECT)
+		elog(ERROR, "SPI_connect failed");
+	direct = ledger_writer_open(&writer);
+	event_cxt = AllocSetContextCreate(CurrentMemoryContext, "loyalty batch event", ALLOCSET_DEFAULT_SIZES);
+
+	for (int i = 0; i < count; i++)
+	{
+		HeapTupleData tuple;
+		Datum		ev[EV_COLUMNS];
+		bool		evnull[EV_COLUMNS];
+		Datum		result[2];
+		bool		result_null[2] = {false, false};
+		struct pg_tm tm;
+		fsec_t		fsec;
+		EarnWrite	w;
+		bool		written = false;
+
+		if (element_nulls[i])
+			elog(ERROR, "batch event %d is null", i + 1);
+		old = MemoryContextSwitchTo(event_cxt);
+		tuple.t_data = DatumGetHeapTupleHeader(elements[i]);
+		tuple.t_len = HeapTupleHeaderGetDatumLength(tuple.t_data);
+		heap_deform_tuple(&tuple, desc, ev, evnull);
+		if (timestamp2tm(DatumGetTimestampTz(ev[EV_OCCURRED_AT]), NULL, &tm, &fsec, NULL, NULL) != 0)
+			ereport(ERROR,
+					(errcode(ERRCODE_DATETIME_VALUE_OUT_OF_RANGE),
+					 errmsg("timestamp out of range")));
+
+		for (int attempt = 0; direct && attempt < 2 && !written; attempt++)
+		{
+			/* a tier the program read lacks: read it again, once */
+			if (program == NULL || !program->valid)
+				program = program_get(org);
+			if (program == NULL)
+				elog(ERROR, "the organisation has no loyalty program");
+			earn_prepare(program, &w, program->points_per_unit, program->unit_cents, UUIDPGetDatum(org),
+						 ev[EV_MEMBER], DatumGetTextPP(ev[EV_SOURCE_TYPE]), DatumGetTextPP(ev[EV_SOURCE_REF]),
+						 DatumGetInt64(ev[EV_AMOUNT]),
+						 evnull[EV_CATEGORY] ? NULL : DatumGetTextPP(ev[EV_CATEGORY]),
+						 DatumGetTimestampTz(ev[EV_OCCURRED_AT]), tm.tm_year);
+			written = ledger_writer_earn(&writer, &w, false);
+			if (!written)
+				program->valid = false;
+		}
+		if (written)
+		{
+			result[1] = Int64GetDatum(w.points);
+			earn_upgrade(program, UUIDPGetDatum(org), ev[EV_MEMBER], w.tier, w.qualifying_points);
+		}
+		else
+		{
+			/* the account missing, or the tables unusual: earn_points() sorts it out */
+			Oid			types[7] = {UUIDOID, UUIDOID, INT8OID, TEXTOID, TEXTOID, TEXTOID, TIMESTAMPTZOID};
+			Datum		values[7] = {UUIDPGetDatum(org), ev[EV_MEMBER], ev[EV_AMOUNT], ev[EV_SOURCE_TYPE],
+			ev[EV_SOURCE_REF], ev[EV_CATEGORY], ev[EV_OCCURRED_AT]};
+			char		nulls[7] = {' ', ' ', ' ', ' ', ' ', evnull[EV_CATEGORY] ? 'n' : ' ', ' '};
+
+			execute(prepare(&plan_single,
+							"SELECT membership.earn_points($1, $2, $3, $4, $5, $6, $7)", 7, types),
+					values, nulls, 1);
+			result[1] = column(0, 1, &result_null[1]);
+		}
+		result[0] = ev[EV_IDX];
+		MemoryContextSwitchTo(old);
+		tuplestore_putvalues(rsinfo->setResult, rsinfo->setDesc, result, result_null);
+		MemoryContextReset(event_cxt);
+	}
+
+	if (direct)
+		ledger_writer_close(&writer);
+	SPI_finish();
+	ReleaseTupleDesc(desc);
+	return (Datum) 0;
 }

@@ -58,11 +58,13 @@
 #include "catalog/pg_class.h"
 #include "catalog/pg_constraint.h"
 #include "catalog/pg_trigger.h"
+#include "catalog/pg_type.h"
 #include "commands/sequence.h"
 #include "commands/trigger.h"
 #include "executor/executor.h"
 #include "miscadmin.h"
 #include "optimizer/optimizer.h"
+#include "utils/array.h"
 #include "utils/builtins.h"
 #include "utils/date.h"
 #include "utils/fmgroids.h"
@@ -74,6 +76,7 @@
 #include "utils/snapmgr.h"
 #include "utils/syscache.h"
 #include "utils/timestamp.h"
+#include "utils/typcache.h"
 #include "utils/uuid.h"
 
 #include "membership.h"
@@ -422,82 +425,172 @@ expiry_date(TimestampTz at, int32 months)
 							   DirectFunctionCall2(date_pl_interval, day, IntervalPGetDatum(&span)));
 }
 
+/* An entry to write, with its bucket when its points are positive. */
+typedef struct LedgerEntry
+{
+	Datum		organisation;
+	Datum		member;
+	int64		points;
+	int64		balance_after;
+	text	   *idempotency_key;
+	text	   *source_type;
+	text	   *source_ref;
+	int64		amount_cents;
+	text	   *category;
+	Datum		details;
+	TimestampTz occurred_at;
+	int32		expiry_months;
+} LedgerEntry;
+
+static void
+close_tables(LedgerWriter *w)
+{
+	table_close(w->buckets, NoLock);
+	table_close(w->ledger, NoLock);
+	table_close(w->accounts, NoLock);
+}
+
 /*
- * Write the earn "e" describes: update the account, insert the entry and
- * (for positive points) the bucket.  True when written, with e->tier,
- * e->entry_id, e->points and e->qualifying_points filled in; false, having
- * written nothing, when the statement should do it (see the file header).
+ * Open the tables for writing: false, with nothing open, when they are
+ * not simply_writable().  AFTER triggers are collected from here to
+ * ledger_writer_close().
  */
 bool
-ledger_earn_write(EarnWrite *e)
+ledger_writer_open(LedgerWriter *w)
 {
-	Relation	accounts;
-	Relation	ledger;
-	Relation	buckets;
-	EState	   *estate;
-	ResultRelInfo *account_rri;
-	ResultRelInfo *ledger_rri;
-	ResultRelInfo *bucket_rri;
-	TupleDesc	account_desc;
-	TupleTableSlot *account_slot;
-	TupleTableSlot *entry_slot;
-	TupleTableSlot *bucket_slot;
-	HeapTuple	old = NULL;
-	int64		balance = 0;
-	int64		points = 0;
-	int64		qualifying = 0;
-	Datum		details = (Datum) 0;
-	bool		written = false;
-	bool		ledger_proven;
-	bool		bucket_proven;
-	const int  *aa = rels.account_att;
+	MemoryContext old;
 
-	if (IsolationUsesXactSnapshot() || XactReadOnly || IsInParallelMode())
-		return false;
 	/* locking the tables takes in invalidations: until none came */
 	for (;;)
 	{
 		if (!rels.valid)
 			load_relations();
-		accounts = table_open(rels.accounts, RowExclusiveLock);
-		ledger = table_open(rels.ledger, RowExclusiveLock);
-		buckets = table_open(rels.buckets, RowExclusiveLock);
+		w->accounts = table_open(rels.accounts, RowExclusiveLock);
+		w->ledger = table_open(rels.ledger, RowExclusiveLock);
+		w->buckets = table_open(rels.buckets, RowExclusiveLock);
 		if (rels.valid)
 			break;
-		table_close(buckets, NoLock);
-		table_close(ledger, NoLock);
-		table_close(accounts, NoLock);
+		close_tables(w);
 	}
-	if (!rels.usable || !simply_writable(accounts, CMD_UPDATE) ||
-		!simply_writable(ledger, CMD_INSERT) || !simply_writable(buckets, CMD_INSERT))
+	if (!rels.usable || !simply_writable(w->accounts, CMD_UPDATE) ||
+		!simply_writable(w->ledger, CMD_INSERT) || !simply_writable(w->buckets, CMD_INSERT))
 	{
-		table_close(buckets, NoLock);
-		table_close(ledger, NoLock);
-		table_close(accounts, NoLock);
+		close_tables(w);
 		return false;
 	}
-	CheckCmdReplicaIdentity(accounts, CMD_UPDATE);
-	ledger_proven = only_proven_checks(ledger, rels.accounts, rels.providers);
-	bucket_proven = only_proven_checks(buckets, rels.ledger, InvalidOid);
+	CheckCmdReplicaIdentity(w->accounts, CMD_UPDATE);
+	w->ledger_proven = only_proven_checks(w->ledger, rels.accounts, rels.providers);
+	w->bucket_proven = only_proven_checks(w->buckets, rels.ledger, InvalidOid);
 
-	/* what this transaction wrote before is seen, and kept apart from this */
-	CommandCounterIncrement();
-	estate = CreateExecutorState();
-	estate->es_output_cid = GetCurrentCommandId(true);
-	/* the account's indexes only when its update is not a HOT one */
-	account_rri = result_relation(estate, accounts, &rels.account_plans, false);
-	ledger_rri = result_relation(estate, ledger, &rels.ledger_plans, true);
-	bucket_rri = result_relation(estate, buckets, &rels.bucket_plans, true);
-	account_desc = RelationGetDescr(accounts);
-	account_slot = ExecInitExtraTupleSlot(estate, account_desc, &TTSOpsVirtual);
+	w->estate = CreateExecutorState();
+	old = MemoryContextSwitchTo(w->estate->es_query_cxt);
+	/* the account's indexes only when an update of it is not a HOT one */
+	w->account_rri = result_relation(w->estate, w->accounts, &rels.account_plans, false);
+	w->ledger_rri = result_relation(w->estate, w->ledger, &rels.ledger_plans, true);
+	w->bucket_rri = result_relation(w->estate, w->buckets, &rels.bucket_plans, true);
+	w->entry_slot = ExecInitExtraTupleSlot(w->estate, RelationGetDescr(w->ledger), &TTSOpsVirtual);
+	w->bucket_slot = ExecInitExtraTupleSlot(w->estate, RelationGetDescr(w->buckets), &TTSOpsVirtual);
+	w->account_slot = ExecInitExtraTupleSlot(w->estate, RelationGetDescr(w->accounts), &TTSOpsVirtual);
+	MemoryContextSwitchTo(old);
 	AfterTriggerBeginQuery();
+	return true;
+}
+
+/* Fire the AFTER triggers collected, and close everything. */
+void
+ledger_writer_close(LedgerWriter *w)
+{
+	AfterTriggerEndQuery(w->estate);
+	CommandCounterIncrement();
+	ExecCloseResultRelations(w->estate);
+	ExecResetTupleTable(w->estate->es_tupleTable, false);
+	FreeExecutorState(w->estate);
+	close_tables(w);
+}
+
+/* Insert entry "e" and, for positive points, its bucket; its id. */
+static int64
+write_entry(LedgerWriter *w, const LedgerEntry *e)
+{
+	int64		id = nextval_internal(rels.ledger_id_sequence, false);
+	const int  *la = rels.ledger_att;
+	const int  *ba = rels.bucket_att;
+	Datum	   *v = w->entry_slot->tts_values;
+	bool	   *n = w->entry_slot->tts_isnull;
+
+	ExecClearTuple(w->entry_slot);
+	memset(n, false, sizeof(bool) * L_COLUMNS);
+	v[la[L_ID]] = Int64GetDatum(id);
+	v[la[L_ORG]] = e->organisation;
+	v[la[L_MEMBER]] = e->member;
+	v[la[L_KIND]] = CStringGetTextDatum(e->amount_cents > 0 ? "EARN" : "BONUS");
+	v[la[L_POINTS]] = Int64GetDatum(e->points);
+	v[la[L_BALANCE_AFTER]] = Int64GetDatum(e->balance_after);
+	v[la[L_KEY]] = PointerGetDatum(e->idempotency_key);
+	v[la[L_SOURCE_TYPE]] = PointerGetDatum(e->source_type);
+	v[la[L_SOURCE_REF]] = PointerGetDatum(e->source_ref);
+	v[la[L_AMOUNT]] = Int64GetDatum(e->amount_cents);
+	v[la[L_CATEGORY]] = PointerGetDatum(e->category);
+	n[la[L_CATEGORY]] = e->category == NULL;
+	n[la[L_PROVIDER]] = true;
+	v[la[L_SHORTFALL]] = Int64GetDatum(0);
+	v[la[L_DETAILS]] = e->details;
+	v[la[L_OCCURRED_AT]] = TimestampTzGetDatum(e->occurred_at);
+	v[la[L_RECORDED_AT]] = TimestampTzGetDatum(GetCurrentTransactionStartTimestamp());
+	ExecStoreVirtualTuple(w->entry_slot);
+	insert_row(w->ledger_rri, w->estate, w->entry_slot, w->ledger_proven);
+
+	if (e->points > 0)
+	{
+		v = w->bucket_slot->tts_values;
+		n = w->bucket_slot->tts_isnull;
+		ExecClearTuple(w->bucket_slot);
+		memset(n, false, sizeof(bool) * B_COLUMNS);
+		v[ba[B_LEDGER_ID]] = Int64GetDatum(id);
+		v[ba[B_ORG]] = e->organisation;
+		v[ba[B_MEMBER]] = e->member;
+		v[ba[B_POINTS]] = Int64GetDatum(e->points);
+		v[ba[B_REMAINING]] = Int64GetDatum(e->points);
+		v[ba[B_EXPIRED]] = Int64GetDatum(0);
+		v[ba[B_EARNED_AT]] = TimestampTzGetDatum(e->occurred_at);
+		v[ba[B_EXPIRES_AT]] = expiry_date(e->occurred_at, e->expiry_months);
+		n[ba[B_EXPIRED_AT]] = true;
+		ExecStoreVirtualTuple(w->bucket_slot);
+		insert_row(w->bucket_rri, w->estate, w->bucket_slot, w->bucket_proven);
+	}
+	return id;
+}
+
+/*
+ * Write the earn "e" describes with the tables open in "w": update the
+ * account, insert the entry and (for positive points) the bucket.  True
+ * when written, with e->tier, e->entry_id, e->points and
+ * e->qualifying_points filled in; false, having written nothing, when the
+ * account is missing or its tier unknown to e->tier_names, or (when
+ * "check_key") the idempotency key is taken, even by a session still
+ * writing it.  Each call sees what the calls before it wrote.
+ */
+bool
+ledger_writer_earn(LedgerWriter *w, EarnWrite *e, bool check_key)
+{
+	TupleDesc	account_desc = RelationGetDescr(w->accounts);
+	TupleTableSlot *account_slot = w->account_slot;
+	HeapTuple	old = NULL;
+	LedgerEntry entry;
+	int64		balance = 0;
+	int64		qualifying = 0;
+	bool		written = false;
+	const int  *aa = rels.account_att;
+
+	/* what the calls before wrote is seen, and kept apart from this one */
+	CommandCounterIncrement();
+	w->estate->es_output_cid = GetCurrentCommandId(true);
 
 	for (int attempt = 0; attempt < EARN_WRITE_ATTEMPTS && !written; attempt++)
 	{
 		Snapshot	snapshot = RegisterSnapshot(GetLatestSnapshot());
 		SnapshotData dirty;
 		ScanKeyData keys[2];
-		HeapTuple	entry;
 		Datum	   *values = account_slot->tts_values;
 		bool	   *nulls = account_slot->tts_isnull;
 		Numeric		multiplier = NULL;
@@ -511,10 +604,11 @@ ledger_earn_write(EarnWrite *e)
 
 		/* the account, as committed now */
 		ScanKeyInit(&keys[0], aa[A_MEMBER] + 1, BTEqualStrategyNumber, F_UUID_EQ, e->member);
-		old = membership_fetch_unique(accounts, rels.accounts_pkey, 1, keys, snapshot);
+		old = membership_fetch_unique(w->accounts, rels.accounts_pkey, 1, keys, snapshot);
 		UnregisterSnapshot(snapshot);
 		if (old == NULL)
 			break;
+		ExecClearTuple(account_slot);
 		heap_deform_tuple(old, account_desc, values, nulls);
 		if (memcmp(DatumGetUUIDP(values[aa[A_ORG]]), DatumGetUUIDP(e->organisation),
 				   sizeof(pg_uuid_t)) != 0)
@@ -526,8 +620,8 @@ ledger_earn_write(EarnWrite *e)
 					e->organisation);
 		ScanKeyInit(&keys[1], rels.ledger_att[L_KEY] + 1, BTEqualStrategyNumber, F_TEXTEQ,
 					PointerGetDatum(e->idempotency_key));
-		entry = membership_fetch_unique(ledger, rels.ledger_key_index, 2, keys, &dirty);
-		if (entry != NULL)
+		if (check_key &&
+			membership_fetch_unique(w->ledger, rels.ledger_key_index, 2, keys, &dirty) != NULL)
 			break;
 
 		/* the points, for the account's tier and purchases */
@@ -538,34 +632,35 @@ ledger_earn_write(EarnWrite *e)
 		if (multiplier == NULL)
 			break;
 		first = DatumGetInt64(values[aa[A_PURCHASES]]) == 0;
-		points = DatumGetInt64(DirectFunctionCall1(numeric_int8, NumericGetDatum(
+		entry.points = DatumGetInt64(DirectFunctionCall1(numeric_int8, NumericGetDatum(
 			numeric_add_opt_error(
 				DatumGetNumeric(DirectFunctionCall1(numeric_floor,
 					DirectFunctionCall2(numeric_mul, NumericGetDatum(e->base),
 										NumericGetDatum(multiplier)))),
 				int64_to_numeric(first ? e->bonus_first : e->bonus), NULL))));
-		details = first ? e->details_first : e->details;
+		entry.details = first ? e->details_first : e->details;
 
 		/* the account's new values */
-		balance = DatumGetInt64(values[aa[A_BALANCE]]);
-		values[aa[A_BALANCE]] = Int64GetDatum(add_int64(balance, points));
-		values[aa[A_LIFETIME]] = Int64GetDatum(add_int64(DatumGetInt64(values[aa[A_LIFETIME]]), points));
+		balance = add_int64(DatumGetInt64(values[aa[A_BALANCE]]), entry.points);
+		values[aa[A_BALANCE]] = Int64GetDatum(balance);
+		values[aa[A_LIFETIME]] = Int64GetDatum(add_int64(DatumGetInt64(values[aa[A_LIFETIME]]),
+														 entry.points));
 		values[aa[A_PURCHASES]] = Int64GetDatum(add_int64(DatumGetInt64(values[aa[A_PURCHASES]]),
 														  e->amount_cents > 0 ? 1 : 0));
 		year = DatumGetInt32(values[aa[A_QUALIFYING_YEAR]]);
 		qualifying = DatumGetInt64(values[aa[A_QUALIFYING_POINTS]]);
 		if (e->year > year)
-			qualifying = points;
+			qualifying = entry.points;
 		else if (e->year == year)
-			qualifying = add_int64(qualifying, points);
+			qualifying = add_int64(qualifying, entry.points);
 		values[aa[A_QUALIFYING_YEAR]] = Int32GetDatum(Max(year, e->year));
 		values[aa[A_QUALIFYING_POINTS]] = Int64GetDatum(qualifying);
 		if (DatumGetTimestampTz(values[aa[A_LAST_ACTIVITY]]) < e->occurred_at)
 			values[aa[A_LAST_ACTIVITY]] = TimestampTzGetDatum(e->occurred_at);
 		ExecStoreVirtualTuple(account_slot);
 
-		ExecConstraints(account_rri, account_slot, estate);
-		result = table_tuple_update(accounts, &old->t_self, account_slot, estate->es_output_cid,
+		ExecConstraints(w->account_rri, account_slot, w->estate);
+		result = table_tuple_update(w->accounts, &old->t_self, account_slot, w->estate->es_output_cid,
 									InvalidSnapshot, InvalidSnapshot, true, &tmfd, &lockmode,
 									&update_indexes);
 		switch (result)
@@ -587,83 +682,60 @@ ledger_earn_write(EarnWrite *e)
 
 			if (update_indexes)
 			{
-				open_indexes(account_rri, &rels.account_plans);
-				recheck = ExecInsertIndexTuples(account_rri, account_slot, estate, true, false,
+				/* once per writer, for as long as it lives */
+				if (w->account_rri->ri_IndexRelationDescs == NULL)
+				{
+					MemoryContext old_cxt = MemoryContextSwitchTo(w->estate->es_query_cxt);
+
+					open_indexes(w->account_rri, &rels.account_plans);
+					MemoryContextSwitchTo(old_cxt);
+				}
+				recheck = ExecInsertIndexTuples(w->account_rri, account_slot, w->estate, true, false,
 												NULL, NIL);
 			}
-			if (!only_key_triggers(accounts))
-				ExecARUpdateTriggers(estate, account_rri, NULL, NULL, &old->t_self, NULL,
+			if (!only_key_triggers(w->accounts))
+				ExecARUpdateTriggers(w->estate, w->account_rri, NULL, NULL, &old->t_self, NULL,
 									 account_slot, recheck, NULL, false);
 		}
 	}
 
 	if (written)
 	{
-		Datum	   *lv;
-		bool	   *ln;
-		int64		entry_id = nextval_internal(rels.ledger_id_sequence, false);
-		const int  *la = rels.ledger_att;
-
-		entry_slot = ExecInitExtraTupleSlot(estate, RelationGetDescr(ledger), &TTSOpsVirtual);
-		lv = entry_slot->tts_values;
-		ln = entry_slot->tts_isnull;
-		memset(ln, false, sizeof(bool) * L_COLUMNS);
-		lv[la[L_ID]] = Int64GetDatum(entry_id);
-		lv[la[L_ORG]] = e->organisation;
-		lv[la[L_MEMBER]] = e->member;
-		lv[la[L_KIND]] = CStringGetTextDatum(e->amount_cents > 0 ? "EARN" : "BONUS");
-		lv[la[L_POINTS]] = Int64GetDatum(points);
-		lv[la[L_BALANCE_AFTER]] = Int64GetDatum(add_int64(balance, points));
-		lv[la[L_KEY]] = PointerGetDatum(e->idempotency_key);
-		lv[la[L_SOURCE_TYPE]] = PointerGetDatum(e->source_type);
-		lv[la[L_SOURCE_REF]] = PointerGetDatum(e->source_ref);
-		lv[la[L_AMOUNT]] = Int64GetDatum(e->amount_cents);
-		lv[la[L_CATEGORY]] = PointerGetDatum(e->category);
-		ln[la[L_CATEGORY]] = e->category == NULL;
-		ln[la[L_PROVIDER]] = true;
-		lv[la[L_SHORTFALL]] = Int64GetDatum(0);
-		lv[la[L_DETAILS]] = details;
-		lv[la[L_OCCURRED_AT]] = TimestampTzGetDatum(e->occurred_at);
-		lv[la[L_RECORDED_AT]] = TimestampTzGetDatum(GetCurrentTransactionStartTimestamp());
-		ExecStoreVirtualTuple(entry_slot);
-		insert_row(ledger_rri, estate, entry_slot, ledger_proven);
-
-		if (points > 0)
-		{
-			Datum	   *bv;
-			bool	   *bn;
-			const int  *ba = rels.bucket_att;
-
-			bucket_slot = ExecInitExtraTupleSlot(estate, RelationGetDescr(buckets), &TTSOpsVirtual);
-			bv = bucket_slot->tts_values;
-			bn = bucket_slot->tts_isnull;
-			memset(bn, false, sizeof(bool) * B_COLUMNS);
-			bv[ba[B_LEDGER_ID]] = Int64GetDatum(entry_id);
-			bv[ba[B_ORG]] = e->organisation;
-			bv[ba[B_MEMBER]] = e->member;
-			bv[ba[B_POINTS]] = Int64GetDatum(points);
-			bv[ba[B_REMAINING]] = Int64GetDatum(points);
-			bv[ba[B_EXPIRED]] = Int64GetDatum(0);
-			bv[ba[B_EARNED_AT]] = TimestampTzGetDatum(e->occurred_at);
-			bv[ba[B_EXPIRES_AT]] = expiry_date(e->occurred_at, e->expiry_months);
-			bn[ba[B_EXPIRED_AT]] = true;
-			ExecStoreVirtualTuple(bucket_slot);
-			insert_row(bucket_rri, estate, bucket_slot, bucket_proven);
-		}
-		e->entry_id = entry_id;
-		e->points = points;
+		entry.organisation = e->organisation;
+		entry.member = e->member;
+		entry.balance_after = balance;
+		entry.idempotency_key = e->idempotency_key;
+		entry.source_type = e->source_type;
+		entry.source_ref = e->source_ref;
+		entry.amount_cents = e->amount_cents;
+		entry.category = e->category;
+		entry.occurred_at = e->occurred_at;
+		entry.expiry_months = e->expiry_months;
+		e->entry_id = write_entry(w, &entry);
+		e->points = entry.points;
 		e->qualifying_points = qualifying;
 	}
-
-	/* the foreign keys' checks and any other AFTER row triggers */
-	AfterTriggerEndQuery(estate);
-	CommandCounterIncrement();
-
-	ExecCloseResultRelations(estate);
-	ExecResetTupleTable(estate->es_tupleTable, false);
-	FreeExecutorState(estate);
-	table_close(buckets, NoLock);
-	table_close(ledger, NoLock);
-	table_close(accounts, NoLock);
 	return written;
 }
+
+/*
+ * A single earn: ledger_writer_earn() with the tables opened for it.
+ * False, having written nothing, when the statement should do it (see the
+ * file header).
+ */
+bool
+ledger_earn_write(EarnWrite *e)
+{
+	LedgerWriter w;
+	bool		written;
+
+	if (IsolationUsesXactSnapshot() || XactReadOnly || IsInParallelMode())
+		return false;
+	if (!ledger_writer_open(&w))
+		return false;
+	written = ledger_writer_earn(&w, e, true);
+	ledger_writer_close(&w);
+	return written;
+}
+
+

@@ -312,6 +312,28 @@ typedef struct EarnWrite
 	int64		qualifying_points;
 } EarnWrite;
 
+/* the loyalty tables open for writing, as a statement would have them */
+typedef struct LedgerWriter
+{
+	Relation	accounts;
+	Relation	ledger;
+	Relation	buckets;
+	struct EState *estate;
+	struct ResultRelInfo *account_rri;
+	struct ResultRelInfo *ledger_rri;
+	struct ResultRelInfo *bucket_rri;
+	struct TupleTableSlot *account_slot;
+	struct TupleTableSlot *entry_slot;
+	struct TupleTableSlot *bucket_slot;
+	bool		ledger_proven;	/* only foreign key checks it proves */
+	bool		bucket_proven;
+} LedgerWriter;
+
 extern bool ledger_earn_write(EarnWrite *e);
+extern bool ledger_writer_open(LedgerWriter *w);
+extern bool ledger_writer_earn(LedgerWriter *w, EarnWrite *e, bool check_key);
+extern void ledger_writer_close(LedgerWriter *w);
+extern Datum ledger_rules_details(const int64 *ids, int n);
+extern text *ledger_earn_key(text *source_type, text *source_ref);
 
 #endif							/* MEMBERSHIP_H */
