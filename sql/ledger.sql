@@ -407,6 +407,26 @@ CREATE TRIGGER note_update BEFORE UPDATE ON membership.loyalty_accounts
     FOR EACH ROW EXECUTE FUNCTION public.ledger_note_row();
 SELECT membership.earn_points(:'org_b', :'b2', 1000, 'order', 'ws-update-trigger') AS with_update_trigger;
 DROP TRIGGER note_update ON membership.loyalty_accounts;
+-- A statement trigger on the ledger: single earns and batches go through
+-- statements, and it fires for each.
+CREATE FUNCTION public.ledger_note_statement() RETURNS trigger LANGUAGE plpgsql AS $$
+BEGIN
+    RAISE NOTICE '% % on % (statement)', TG_WHEN, TG_OP, TG_TABLE_NAME;
+    RETURN NULL;
+END
+$$;
+CREATE TRIGGER note_statement AFTER INSERT ON membership.loyalty_ledger
+    FOR EACH STATEMENT EXECUTE FUNCTION public.ledger_note_statement();
+SELECT membership.earn_points(:'org_b', :'b2', 1000, 'order', 'ws-statement') AS with_statement_trigger;
+SELECT idx, points, status FROM membership.earn_points_batch(:'org_b', format(
+    '[{"member_id": "%s", "amount_cents": 1000, "source_type": "order", "source_ref": "ws-batch-1"},
+      {"member_id": "%s", "amount_cents": 2000, "source_type": "order", "source_ref": "ws-batch-2"}]', :'b2', :'b2')::jsonb);
+DROP TRIGGER note_statement ON membership.loyalty_ledger;
+DROP FUNCTION public.ledger_note_statement();
+-- And without it, the same batch again: replays; a new one: earned.
+SELECT idx, points, status FROM membership.earn_points_batch(:'org_b', format(
+    '[{"member_id": "%s", "amount_cents": 1000, "source_type": "order", "source_ref": "ws-batch-1"},
+      {"member_id": "%s", "amount_cents": 3000, "source_type": "order", "source_ref": "ws-batch-3"}]', :'b2', :'b2')::jsonb);
 DROP FUNCTION public.ledger_note_row();
 -- REPEATABLE READ: the statement writes, with the transaction's snapshot.
 BEGIN ISOLATION LEVEL REPEATABLE READ;

@@ -224,6 +224,17 @@ execute(SPIPlanPtr plan, Datum *values, const char *nulls, long count)
 		elog(ERROR, "SPI_execute_plan failed: %s", SPI_result_code_string(rc));
 }
 
+/* Connect to SPI unless "connected" says it was done. */
+static void
+spi_connect_once(bool *connected)
+{
+	if (*connected)
+		return;
+	if (SPI_connect() != SPI_OK_CONNECT)
+		elog(ERROR, "SPI_connect failed");
+	*connected = true;
+}
+
 static Datum
 column(int row, int col, bool *isnull)
 {
@@ -353,25 +364,43 @@ program_fill(EarnProgram *p, const pg_uuid_t *org, uint64 generation)
  * read (and cached).  NULL if the organisation has no program yet.
  */
 static EarnProgram *
-program_get(const pg_uuid_t *org)
+program_cached_at(const pg_uuid_t *org, uint64 *generation)
 {
-	uint64		generation = 0;
-	EarnProgram *p;
-
+	*generation = 0;
 	if (ledger_shared != NULL && !program_changed_in_xact && !IsolationUsesXactSnapshot())
 	{
-		generation = pg_atomic_read_u64(&ledger_shared->generation);
+		*generation = pg_atomic_read_u64(&ledger_shared->generation);
 		pg_read_barrier();
 		for (int i = 0; i < EARN_PROGRAMS; i++)
 		{
-			p = &programs[i];
-			if (p->valid && p->generation == generation && p->dboid == MyDatabaseId &&
+			EarnProgram *p = &programs[i];
+
+			if (p->valid && p->generation == *generation && p->dboid == MyDatabaseId &&
 				memcmp(&p->org, org, sizeof(pg_uuid_t)) == 0)
 				return p;
 		}
 	}
+	return NULL;
+}
+
+/* The organisation's program when the cache has it current, else NULL. */
+static EarnProgram *
+program_cached(const pg_uuid_t *org)
+{
+	uint64		generation;
+
+	return program_cached_at(org, &generation);
+}
+
+static EarnProgram *
+program_get(const pg_uuid_t *org)
+{
+	uint64		generation;
+	EarnProgram *p = program_cached_at(org, &generation);
+
+	if (p != NULL)
+		return p;
 	/* a slot of this organisation is refilled, else the next one in turn */
-	p = NULL;
 	for (int i = 0; i < EARN_PROGRAMS && p == NULL; i++)
 		if (programs[i].valid && programs[i].dboid == MyDatabaseId &&
 			memcmp(&programs[i].org, org, sizeof(pg_uuid_t)) == 0)
@@ -616,11 +645,11 @@ earn_prepare(EarnProgram *program, EarnWrite *w, Numeric points_per_unit, int32 
 
 /*
  * A tier upgrade when the year's points reach a tier above the account's
- * (membership.loyalty_apply_upgrades(), inside a connected SPI).
+ * (membership.loyalty_apply_upgrades(), through SPI: spi_connect_once()).
  */
 static void
 earn_upgrade(EarnProgram *program, Datum organisation, Datum member, const char *account_tier,
-			 int64 qualifying)
+			 int64 qualifying, bool *connected)
 {
 	EarnTier   *tier = tier_named(program, account_tier);
 	int64		best = -1;
@@ -635,6 +664,7 @@ earn_upgrade(EarnProgram *program, Datum organisation, Datum member, const char 
 		Oid			types[2] = {UUIDOID, UUIDOID};
 		Datum		values[2] = {organisation, member};
 
+		spi_connect_once(connected);
 		execute(prepare(&plan_upgrade, "SELECT membership.loyalty_apply_upgrades($1, ARRAY[$2])", 2, types),
 				values, NULL, 1);
 	}
@@ -678,6 +708,7 @@ membership_earn_points(PG_FUNCTION_ARGS)
 	char	   *account_tier = NULL;
 	int64		qualifying = 0;
 	EarnWrite	w;
+	bool		connected = false;
 
 	problem = ledger_event_problem(PG_ARGISNULL(2) ? NULL : &amount, source_type, source_ref,
 								   category, true, at);
@@ -710,9 +741,6 @@ membership_earn_points(PG_FUNCTION_ARGS)
 	}
 	member = PG_ARGISNULL(1) ? (Datum) 0 : PG_GETARG_DATUM(1);
 
-	if (SPI_connect() != SPI_OK_CONNECT)
-		elog(ERROR, "SPI_connect failed");
-
 	if (timestamp2tm(at, NULL, &tm, &fsec, NULL, NULL) != 0)
 		ereport(ERROR,
 				(errcode(ERRCODE_DATETIME_VALUE_OUT_OF_RANGE),
@@ -720,8 +748,17 @@ membership_earn_points(PG_FUNCTION_ARGS)
 
 	for (;;)
 	{
-		/* the program (none yet: the account's opening creates it) */
-		program = program_get(org);
+		/*
+		 * The program (none yet: the account's opening creates it).  SPI
+		 * only when something has to be read: a cached program written
+		 * without a statement needs none.
+		 */
+		program = program_cached(org);
+		if (program == NULL || !PG_ARGISNULL(7) || opened || refreshed)
+		{
+			spi_connect_once(&connected);
+			program = program_get(org);
+		}
 		if (program != NULL)
 		{
 			points_per_unit = program->points_per_unit;
@@ -753,6 +790,7 @@ membership_earn_points(PG_FUNCTION_ARGS)
 				qualifying = w.qualifying_points;
 				break;
 			}
+			spi_connect_once(&connected);
 
 			tier_names = palloc(sizeof(Datum) * Max(program->ntiers, 1));
 			tier_multipliers = palloc(sizeof(Datum) * Max(program->ntiers, 1));
@@ -813,6 +851,7 @@ membership_earn_points(PG_FUNCTION_ARGS)
 		if (opened)
 			elog(ERROR, "the loyalty account of the member could not be opened");
 		opened = true;
+		spi_connect_once(&connected);
 		/* no account (or no program): open it, then again */
 		{
 			Oid			types[2] = {UUIDOID, UUIDOID};
@@ -827,7 +866,7 @@ membership_earn_points(PG_FUNCTION_ARGS)
 
 	if (replayed)
 	{
-		/* nothing written: a replay, checked against the original */
+		/* nothing written: a replay (found by the statement, so connected) */
 		Oid			types[7] = {UUIDOID, UUIDOID, INT8OID, TEXTOID, TEXTOID, TEXTOID, TIMESTAMPTZOID};
 		Datum		rvalues[7];
 		char		rnulls[7] = {' ', ' ', ' ', ' ', ' ', ' ', ' '};
@@ -849,9 +888,10 @@ membership_earn_points(PG_FUNCTION_ARGS)
 		points = result_null ? 0 : DatumGetInt64(result);
 	}
 	else
-		earn_upgrade(program, UUIDPGetDatum(org), member, account_tier, qualifying);
+		earn_upgrade(program, UUIDPGetDatum(org), member, account_tier, qualifying, &connected);
 
-	SPI_finish();
+	if (connected)
+		SPI_finish();
 	if (result_null)
 		PG_RETURN_NULL();
 	PG_RETURN_INT64(points);
@@ -888,6 +928,7 @@ membership_loyalty_earn_events(PG_FUNCTION_ARGS)
 	int			count;
 	LedgerWriter writer;
 	bool		direct;
+	bool		connected = false;
 	EarnProgram *program = NULL;
 	MemoryContext event_cxt;
 	MemoryContext old;
@@ -897,8 +938,7 @@ membership_loyalty_earn_events(PG_FUNCTION_ARGS)
 		elog(ERROR, "loyalty_batch_event has %d columns, not %d", desc->natts, EV_COLUMNS);
 	deconstruct_array(events, ARR_ELEMTYPE(events), -1, false, TYPALIGN_DOUBLE,
 					  &elements, &element_nulls, &count);
-	if (SPI_connect() != SPI_OK_CONNECT)
-		elog(ERROR, "SPI_connect failed");
+	spi_connect_once(&connected);
 	direct = ledger_writer_open(&writer);
 	event_cxt = AllocSetContextCreate(CurrentMemoryContext, "loyalty batch event", ALLOCSET_DEFAULT_SIZES);
 
@@ -944,7 +984,8 @@ membership_loyalty_earn_events(PG_FUNCTION_ARGS)
 		if (written)
 		{
 			result[1] = Int64GetDatum(w.points);
-			earn_upgrade(program, UUIDPGetDatum(org), ev[EV_MEMBER], w.tier, w.qualifying_points);
+			earn_upgrade(program, UUIDPGetDatum(org), ev[EV_MEMBER], w.tier, w.qualifying_points,
+						 &connected);
 		}
 		else
 		{

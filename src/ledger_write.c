@@ -1,7 +1,7 @@
 /*-------------------------------------------------------------------------
  *
  * ledger_write.c
- *	  A single earn's writes, without planning or starting a query.
+ *	  An earn's writes, without planning or starting a query.
  *
  * An earn changes three rows: the account (balance, lifetime and
  * qualifying points, purchases, last activity), a new ledger entry and its
@@ -22,6 +22,11 @@
  * are skipped when they are all the inserts would fire; any other row
  * trigger on those tables and every check fires as usual
  * (ExecSimpleRelationInsert()).
+ *
+ * ledger_writer_open() opens the tables, ledger_writer_earn() writes one
+ * earn and sees what the ones before it wrote, ledger_writer_close() fires
+ * the AFTER triggers: a single earn opens the tables for itself
+ * (ledger_earn_write()), a batch once for all its events (ledger_earn.c).
  *
  * Only the common case is taken here; ledger_earn_write() returns false,
  * having written nothing, whenever the statement in ledger_earn.c should
@@ -58,13 +63,11 @@
 #include "catalog/pg_class.h"
 #include "catalog/pg_constraint.h"
 #include "catalog/pg_trigger.h"
-#include "catalog/pg_type.h"
 #include "commands/sequence.h"
 #include "commands/trigger.h"
 #include "executor/executor.h"
 #include "miscadmin.h"
 #include "optimizer/optimizer.h"
-#include "utils/array.h"
 #include "utils/builtins.h"
 #include "utils/date.h"
 #include "utils/fmgroids.h"
@@ -76,7 +79,6 @@
 #include "utils/snapmgr.h"
 #include "utils/syscache.h"
 #include "utils/timestamp.h"
-#include "utils/typcache.h"
 #include "utils/uuid.h"
 
 #include "membership.h"
@@ -155,6 +157,9 @@ typedef struct LedgerRelations
 	TablePlans	account_plans;
 	TablePlans	ledger_plans;
 	TablePlans	bucket_plans;
+	bool		proven_known;	/* only_proven_checks() of ledger and buckets */
+	bool		ledger_proven;
+	bool		bucket_proven;
 } LedgerRelations;
 
 static LedgerRelations rels;
@@ -258,6 +263,7 @@ load_relations(void)
 	table_close(rel, AccessShareLock);
 
 	rels.usable = usable;
+	rels.proven_known = false;
 	rels.valid = true;
 }
 
@@ -479,8 +485,15 @@ ledger_writer_open(LedgerWriter *w)
 		return false;
 	}
 	CheckCmdReplicaIdentity(w->accounts, CMD_UPDATE);
-	w->ledger_proven = only_proven_checks(w->ledger, rels.accounts, rels.providers);
-	w->bucket_proven = only_proven_checks(w->buckets, rels.ledger, InvalidOid);
+	/* the triggers change only with the relcache entries, and rels with them */
+	if (!rels.proven_known)
+	{
+		rels.ledger_proven = only_proven_checks(w->ledger, rels.accounts, rels.providers);
+		rels.bucket_proven = only_proven_checks(w->buckets, rels.ledger, InvalidOid);
+		rels.proven_known = true;
+	}
+	w->ledger_proven = rels.ledger_proven;
+	w->bucket_proven = rels.bucket_proven;
 
 	w->estate = CreateExecutorState();
 	old = MemoryContextSwitchTo(w->estate->es_query_cxt);

@@ -4,7 +4,7 @@
 -- these functions, and a session that is not the gateway cannot pass for
 -- B by forging claims or headers.
 BEGIN;
-SELECT plan(33);
+SELECT plan(37);
 \ir ../fixtures.sql
 
 SELECT fixture.new_org('li-a') IS NOT NULL AS a, fixture.new_org('li-b') IS NOT NULL AS b \gset
@@ -148,6 +148,27 @@ SELECT throws_ok('SELECT membership_api.partner_statement(current_date)', 'PT401
 SELECT set_config('request.headers', '', true);
 RESET ROLE;
 RESET SESSION AUTHORIZATION;
+-- The batch's internals are the owner's only: no role earns a batch of
+-- another organisation (or skips the checks) through them.
+SELECT is_empty(
+    $$SELECT r.rolname || ' ' || f FROM unnest(ARRAY['membership.loyalty_earn_events(uuid, membership.loyalty_batch_event[])',
+                                                  'membership.loyalty_int8_or_null(text)',
+                                                  'membership.loyalty_uuid_or_null(text)']) f,
+             pg_roles r
+      WHERE r.rolname LIKE 'membership\_%' AND r.rolname <> 'membership_owner'
+        AND has_function_privilege(r.oid, f::regprocedure, 'EXECUTE')$$,
+    'only the owner may execute loyalty_earn_events() and the batch''s readers');
+SET ROLE membership_platform_admin;
+SELECT throws_ok(format('SELECT * FROM membership.loyalty_earn_events(%L, ARRAY[]::membership.loyalty_batch_event[])',
+                        :'org_b'),
+                 '42501', NULL, 'the platform administrator cannot call loyalty_earn_events()');
+RESET ROLE;
+SET ROLE membership_org_admin;
+SELECT throws_ok('SELECT membership.loyalty_int8_or_null(''1'')', '42501', NULL,
+                 'an organisation administrator cannot call loyalty_int8_or_null()');
+SELECT throws_ok('SELECT membership.loyalty_uuid_or_null(''1'')', '42501', NULL,
+                 'an organisation administrator cannot call loyalty_uuid_or_null()');
+RESET ROLE;
 SELECT is_empty('SELECT pg_temp.b_changed()', 'after all of that, nothing of B changed');
 SELECT is_empty('SELECT * FROM membership.reconcile_ledger()', 'and every account still reconciles');
 
