@@ -44,7 +44,6 @@ printf '\\set i random(1, 15000)\nSELECT %s;\n' "$email" >"$MB_BENCH/address.sql
 # machine), so each figure is measured in nine rounds of 2 s, alternating
 # with what it is compared with, and the ratio is the median of the
 # rounds' ratios; throughput and p99 are medians too.
-median() { sort -n | awk '{ a[NR] = $1 } END { print a[int((NR + 1) / 2)] }'; }
 # compare NAME BASE_CMD... -- CMD...: prints "tps p99 base_tps ratio" (medians)
 compare() {
 	local base=() cmd=() r out_b out_c
@@ -58,10 +57,10 @@ compare() {
 		echo "${out_c% *} ${out_c#* } ${out_b% *}" >>"$MB_BENCH/rounds"
 	done
 	printf '%s %s %s %s\n' \
-		"$(awk '{ print $1 }' "$MB_BENCH/rounds" | median)" \
-		"$(awk '{ print $2 }' "$MB_BENCH/rounds" | median)" \
-		"$(awk '{ print $3 }' "$MB_BENCH/rounds" | median)" \
-		"$(awk '{ printf "%.4f\n", $1 / $3 }' "$MB_BENCH/rounds" | median)"
+		"$(awk '{ print $1 }' "$MB_BENCH/rounds" | mb_median)" \
+		"$(awk '{ print $2 }' "$MB_BENCH/rounds" | mb_median)" \
+		"$(awk '{ print $3 }' "$MB_BENCH/rounds" | mb_median)" \
+		"$(awk '{ printf "%.4f\n", $1 / $3 }' "$MB_BENCH/rounds" | mb_median)"
 }
 floor() { mb_pgbench 8 2 "$MB_BENCH/select1.sql"; }
 verify() { mb_pgbench 8 2 "$MB_BENCH/verify.sql" -D key="$key"; }

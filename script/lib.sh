@@ -252,5 +252,8 @@ SELECT round(extract(epoch FROM clock_timestamp() - :'t0') * 1000);
 SQL
 }
 
+# mb_median: the median of the numbers on standard input, one a line.
+mb_median() { sort -n | awk '{ a[NR] = $1 } END { print a[int((NR + 1) / 2)] }'; }
+
 # A ratio of two numbers, two decimals.
 mb_ratio() { awk -v a="$1" -v b="$2" 'BEGIN { printf "%.2f", (b > 0 ? a / b : 0) }'; }
