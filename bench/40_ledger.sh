@@ -128,7 +128,7 @@ problems=$(psql -X -At -c 'SELECT count(*) FROM membership.reconcile_ledger()')
 cat <<MD
 ## Loyalty ledger
 
-Over the data set's $events members (every program with a category multiplier and an
+Over the $events members in the tables (the data set's and the earlier benchmarks' organisations; every program with a category multiplier and an
 order-threshold rule). Targets: single \`earn_points\` >= 1.0 x the plain PL/pgSQL reference;
 \`earn_points_batch\` >= 30,000 earns/s; \`expire_points\` over 1,000,000 due buckets < 30 s.
 

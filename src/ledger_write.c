@@ -166,6 +166,9 @@ static LedgerRelations rels;
 static MemoryContext rels_cxt = NULL;
 static bool callback_registered = false;
 
+/* writers open now (one can open inside another, through a trigger) */
+static int	writers_open = 0;
+
 static void
 ledger_relcache_callback(Datum arg, Oid relid)
 {
@@ -225,6 +228,15 @@ load_plans(Relation rel, TablePlans *plans)
 	MemoryContextSwitchTo(old);
 }
 
+/* An error closes no writer: none is open once the transaction is over. */
+static void
+ledger_write_xact_callback(XactEvent event, void *arg)
+{
+	if (event == XACT_EVENT_COMMIT || event == XACT_EVENT_ABORT ||
+		event == XACT_EVENT_PARALLEL_COMMIT || event == XACT_EVENT_PARALLEL_ABORT)
+		writers_open = 0;
+}
+
 static void
 load_relations(void)
 {
@@ -234,11 +246,21 @@ load_relations(void)
 	if (!callback_registered)
 	{
 		CacheRegisterRelcacheCallback(ledger_relcache_callback, (Datum) 0);
+		RegisterXactCallback(ledger_write_xact_callback, NULL);
 		callback_registered = true;
 	}
 	if (rels_cxt == NULL)
 		rels_cxt = AllocSetContextCreate(CacheMemoryContext, "membership ledger relations",
 										 ALLOCSET_SMALL_SIZES);
+	else if (writers_open > 0)
+	{
+		/* an open writer still uses the plans: freed at the next reload */
+		MemoryContext in_use = rels_cxt;
+
+		rels_cxt = AllocSetContextCreate(CacheMemoryContext, "membership ledger relations",
+										 ALLOCSET_SMALL_SIZES);
+		MemoryContextSetParent(in_use, rels_cxt);
+	}
 	else
 		MemoryContextReset(rels_cxt);
 	rels.accounts = membership_relid("loyalty_accounts");
@@ -506,6 +528,7 @@ ledger_writer_open(LedgerWriter *w)
 	w->account_slot = ExecInitExtraTupleSlot(w->estate, RelationGetDescr(w->accounts), &TTSOpsVirtual);
 	MemoryContextSwitchTo(old);
 	AfterTriggerBeginQuery();
+	writers_open++;
 	return true;
 }
 
@@ -513,6 +536,7 @@ ledger_writer_open(LedgerWriter *w)
 void
 ledger_writer_close(LedgerWriter *w)
 {
+	writers_open--;
 	AfterTriggerEndQuery(w->estate);
 	CommandCounterIncrement();
 	ExecCloseResultRelations(w->estate);
