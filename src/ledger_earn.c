@@ -614,9 +614,6 @@ earn_prepare(EarnProgram *program, EarnWrite *w, Numeric points_per_unit, int32 
 			 Datum organisation, Datum member, text *source_type, text *source_ref, int64 amount,
 			 text *category, TimestampTz at, int32 year)
 {
-	int64	   *rule_ids = palloc(sizeof(int64) * Max(program->nrules, 1));
-	int			nrule_ids;
-
 	w->organisation = organisation;
 	w->member = member;
 	w->idempotency_key = ledger_earn_key(source_type, source_ref);
@@ -627,12 +624,12 @@ earn_prepare(EarnProgram *program, EarnWrite *w, Numeric points_per_unit, int32 
 	w->occurred_at = at;
 	w->year = year;
 	w->expiry_months = program->expiry_months;
+	w->rule_ids = palloc(sizeof(int64) * Max(program->nrules, 1));
+	w->rule_ids_first = palloc(sizeof(int64) * Max(program->nrules, 1));
 	w->base = earn_calc(program, source_type, amount, category, at, false, points_per_unit, unit_cents,
-						&w->bonus, rule_ids, &nrule_ids);
-	w->details = ledger_rules_details(rule_ids, nrule_ids);
+						&w->bonus, w->rule_ids, &w->nrule_ids);
 	(void) earn_calc(program, source_type, amount, category, at, true, points_per_unit, unit_cents,
-					 &w->bonus_first, rule_ids, &nrule_ids);
-	w->details_first = ledger_rules_details(rule_ids, nrule_ids);
+					 &w->bonus_first, w->rule_ids_first, &w->nrule_ids_first);
 	w->ntiers = program->ntiers;
 	w->tier_names = palloc(sizeof(char *) * Max(program->ntiers, 1));
 	w->tier_multipliers = palloc(sizeof(Numeric) * Max(program->ntiers, 1));
@@ -823,8 +820,8 @@ membership_earn_points(PG_FUNCTION_ARGS)
 														 false, TYPALIGN_INT));
 			values[15] = Int64GetDatum(w.bonus);
 			values[16] = Int64GetDatum(w.bonus_first);
-			values[17] = w.details;
-			values[18] = w.details_first;
+			values[17] = ledger_rules_details(w.rule_ids, w.nrule_ids);
+			values[18] = ledger_rules_details(w.rule_ids_first, w.nrule_ids_first);
 			values[19] = Int32GetDatum(amount > 0 ? 1 : 0);
 			execute(prepare(&plan_write, earn_statement, 20, earn_statement_types), values, nulls, 0);
 			if (SPI_processed == 1)

@@ -12,8 +12,8 @@
  * (execReplication.c): the account is found by its primary key and
  * updated in place, the entry and the bucket inserted beside it.  What
  * makes the ledger trustworthy still applies to every row: NOT NULL and
- * CHECK constraints (ExecConstraints; their expressions planned once per
- * backend instead of once per call), unique indexes, and every row
+ * CHECK constraints (ExecConstraints; their expressions planned and set
+ * up once per backend instead of once per call), unique indexes, and every row
  * trigger, fired at the end as a statement's would be, with one
  * exception.  The foreign keys of the entry and the bucket hold by
  * construction: the entry's account is the row just updated (and so
@@ -120,17 +120,22 @@ enum
 };
 
 /*
- * What the executor would plan at every call, planned once: a table's
- * CHECK constraints (in the order ExecRelCheck() takes them) and the
- * predicates of its partial indexes.
+ * What the executor would plan and set up at every call, done once: a
+ * table's CHECK constraints (in the order ExecRelCheck() takes them) and
+ * the predicates of its partial indexes, planned and ready to evaluate.
+ * An evaluation must not overlap another of the same state, so a writer
+ * opened inside another (through a trigger or a constraint's function)
+ * sets up its own from the planned expressions.
  */
 typedef struct TablePlans
 {
 	int			nchecks;
-	Expr	  **checks;
+	Expr	  **check_exprs;
+	ExprState **checks;
 	int			npredicates;
 	Oid		   *predicate_index;
-	List	  **predicates;
+	List	  **predicate_quals;
+	ExprState **predicates;
 } TablePlans;
 
 /*
@@ -205,13 +210,18 @@ load_plans(Relation rel, TablePlans *plans)
 	ListCell   *lc;
 
 	plans->nchecks = constr != NULL ? constr->num_check : 0;
-	plans->checks = palloc(sizeof(Expr *) * Max(plans->nchecks, 1));
+	plans->check_exprs = palloc(sizeof(Expr *) * Max(plans->nchecks, 1));
+	plans->checks = palloc(sizeof(ExprState *) * Max(plans->nchecks, 1));
 	for (int i = 0; i < plans->nchecks; i++)
-		plans->checks[i] = expression_planner(stringToNode(constr->check[i].ccbin));
+	{
+		plans->check_exprs[i] = expression_planner(stringToNode(constr->check[i].ccbin));
+		plans->checks[i] = ExecInitExpr(plans->check_exprs[i], NULL);
+	}
 
 	plans->npredicates = 0;
 	plans->predicate_index = palloc(sizeof(Oid) * Max(list_length(indexes), 1));
-	plans->predicates = palloc(sizeof(List *) * Max(list_length(indexes), 1));
+	plans->predicate_quals = palloc(sizeof(List *) * Max(list_length(indexes), 1));
+	plans->predicates = palloc(sizeof(ExprState *) * Max(list_length(indexes), 1));
 	foreach(lc, indexes)
 	{
 		Relation	index = index_open(lfirst_oid(lc), AccessShareLock);
@@ -220,7 +230,9 @@ load_plans(Relation rel, TablePlans *plans)
 		if (predicate != NIL)
 		{
 			plans->predicate_index[plans->npredicates] = lfirst_oid(lc);
-			plans->predicates[plans->npredicates] = (List *) expression_planner((Expr *) predicate);
+			plans->predicate_quals[plans->npredicates] = (List *) expression_planner((Expr *) predicate);
+			plans->predicates[plans->npredicates] =
+				ExecInitQual(plans->predicate_quals[plans->npredicates], NULL);
 			plans->npredicates++;
 		}
 		index_close(index, AccessShareLock);
@@ -232,7 +244,7 @@ load_plans(Relation rel, TablePlans *plans)
 static void
 ledger_write_xact_callback(XactEvent event, void *arg)
 {
-	if (event == XACT_EVENT_COMMIT || event == XACT_EVENT_ABORT ||
+	if (event == XACT_EVENT_COMMIT || event == XACT_EVENT_ABORT || event == XACT_EVENT_PREPARE ||
 		event == XACT_EVENT_PARALLEL_COMMIT || event == XACT_EVENT_PARALLEL_ABORT)
 		writers_open = 0;
 }
@@ -368,9 +380,12 @@ insert_row(ResultRelInfo *rri, EState *estate, TupleTableSlot *slot, bool proven
 		(void) ExecInsertIndexTuples(rri, slot, estate, false, false, NULL, NIL);
 }
 
-/* Open the indexes of "rri", their predicates planned already. */
+/*
+ * Open the indexes of "rri", their predicates planned already (and set up
+ * unless "own": see TablePlans).
+ */
 static void
-open_indexes(ResultRelInfo *rri, const TablePlans *plans)
+open_indexes(ResultRelInfo *rri, const TablePlans *plans, bool own)
 {
 	ExecOpenIndices(rri, false);
 	for (int i = 0; i < rri->ri_NumIndices; i++)
@@ -379,7 +394,8 @@ open_indexes(ResultRelInfo *rri, const TablePlans *plans)
 
 		for (int j = 0; j < plans->npredicates && info->ii_Predicate != NIL; j++)
 			if (plans->predicate_index[j] == RelationGetRelid(rri->ri_IndexRelationDescs[i]))
-				info->ii_PredicateState = ExecInitQual(plans->predicates[j], NULL);
+				info->ii_PredicateState = own ? ExecInitQual(plans->predicate_quals[j], NULL)
+					: plans->predicates[j];
 	}
 }
 
@@ -388,7 +404,7 @@ open_indexes(ResultRelInfo *rri, const TablePlans *plans)
  * and, when "with_indexes", its indexes open.
  */
 static ResultRelInfo *
-result_relation(EState *estate, Relation rel, const TablePlans *plans, bool with_indexes)
+result_relation(EState *estate, Relation rel, const TablePlans *plans, bool with_indexes, bool own)
 {
 	ResultRelInfo *rri = makeNode(ResultRelInfo);
 	TupleConstr *constr = RelationGetDescr(rel)->constr;
@@ -398,10 +414,10 @@ result_relation(EState *estate, Relation rel, const TablePlans *plans, bool with
 	{
 		rri->ri_ConstraintExprs = palloc(sizeof(ExprState *) * plans->nchecks);
 		for (int i = 0; i < plans->nchecks; i++)
-			rri->ri_ConstraintExprs[i] = ExecInitExpr(plans->checks[i], NULL);
+			rri->ri_ConstraintExprs[i] = own ? ExecInitExpr(plans->check_exprs[i], NULL) : plans->checks[i];
 	}
 	if (with_indexes)
-		open_indexes(rri, plans);
+		open_indexes(rri, plans, own);
 	/* where the AFTER triggers look for it */
 	estate->es_opened_result_relations = lappend(estate->es_opened_result_relations, rri);
 	return rri;
@@ -520,9 +536,10 @@ ledger_writer_open(LedgerWriter *w)
 	w->estate = CreateExecutorState();
 	old = MemoryContextSwitchTo(w->estate->es_query_cxt);
 	/* the account's indexes only when an update of it is not a HOT one */
-	w->account_rri = result_relation(w->estate, w->accounts, &rels.account_plans, false);
-	w->ledger_rri = result_relation(w->estate, w->ledger, &rels.ledger_plans, true);
-	w->bucket_rri = result_relation(w->estate, w->buckets, &rels.bucket_plans, true);
+	w->nested = writers_open > 0;
+	w->account_rri = result_relation(w->estate, w->accounts, &rels.account_plans, false, w->nested);
+	w->ledger_rri = result_relation(w->estate, w->ledger, &rels.ledger_plans, true, w->nested);
+	w->bucket_rri = result_relation(w->estate, w->buckets, &rels.bucket_plans, true, w->nested);
 	w->entry_slot = ExecInitExtraTupleSlot(w->estate, RelationGetDescr(w->ledger), &TTSOpsVirtual);
 	w->bucket_slot = ExecInitExtraTupleSlot(w->estate, RelationGetDescr(w->buckets), &TTSOpsVirtual);
 	w->account_slot = ExecInitExtraTupleSlot(w->estate, RelationGetDescr(w->accounts), &TTSOpsVirtual);
@@ -675,7 +692,8 @@ ledger_writer_earn(LedgerWriter *w, EarnWrite *e, bool check_key)
 					DirectFunctionCall2(numeric_mul, NumericGetDatum(e->base),
 										NumericGetDatum(multiplier)))),
 				int64_to_numeric(first ? e->bonus_first : e->bonus), NULL))));
-		entry.details = first ? e->details_first : e->details;
+		entry.details = first ? ledger_rules_details(e->rule_ids_first, e->nrule_ids_first)
+			: ledger_rules_details(e->rule_ids, e->nrule_ids);
 
 		/* the account's new values */
 		balance = add_int64(DatumGetInt64(values[aa[A_BALANCE]]), entry.points);
@@ -724,7 +742,7 @@ ledger_writer_earn(LedgerWriter *w, EarnWrite *e, bool check_key)
 				{
 					MemoryContext old_cxt = MemoryContextSwitchTo(w->estate->es_query_cxt);
 
-					open_indexes(w->account_rri, &rels.account_plans);
+					open_indexes(w->account_rri, &rels.account_plans, w->nested);
 					MemoryContextSwitchTo(old_cxt);
 				}
 				recheck = ExecInsertIndexTuples(w->account_rri, account_slot, w->estate, true, false,

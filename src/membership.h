@@ -300,8 +300,10 @@ typedef struct EarnWrite
 	Numeric		base;			/* times the tier's multiplier, floored */
 	int64		bonus;
 	int64		bonus_first;	/* on a first purchase */
-	Datum		details;		/* jsonb */
-	Datum		details_first;
+	int64	   *rule_ids;		/* the rules applied, for the entry's details */
+	int			nrule_ids;
+	int64	   *rule_ids_first;
+	int			nrule_ids_first;
 	int			ntiers;
 	char	  **tier_names;
 	Numeric    *tier_multipliers;
@@ -327,6 +329,7 @@ typedef struct LedgerWriter
 	struct TupleTableSlot *bucket_slot;
 	bool		ledger_proven;	/* only foreign key checks it proves */
 	bool		bucket_proven;
+	bool		nested;			/* opened while another writer was open */
 } LedgerWriter;
 
 extern bool ledger_earn_write(EarnWrite *e);
