@@ -13,8 +13,8 @@
  * updated in place, the entry and the bucket inserted beside it.  What
  * makes the ledger trustworthy still applies to every row: NOT NULL and
  * CHECK constraints (ExecConstraints; their expressions planned and set
- * up once per backend instead of once per call), unique indexes, and every row
- * trigger, fired at the end as a statement's would be, with one
+ * up once per backend instead of once per call), unique indexes, and
+ * every row trigger, fired at the end as a statement's would be, with one
  * exception.  The foreign keys of the entry and the bucket hold by
  * construction: the entry's account is the row just updated (and so
  * locked until commit, against deletion too), the bucket's entry the row
