@@ -1,7 +1,8 @@
 /*-------------------------------------------------------------------------
  *
  * ledger_earn.c
- *	  membership.earn_points(): a single earn, in C.
+ *	  membership.earn_points(): a single earn, in C; and the events of a
+ *	  batch (membership.loyalty_earn_events()).
  *
  * A single earn used to be a PL/pgSQL function running half a dozen
  * statements, each with its executor start-up, and reading the program,
@@ -10,18 +11,20 @@
  *	1. the organisation's rules, from this backend's cache of loyalty
  *	   programs (below), applied in C to the event, both ways the
  *	   member's account may make of it (first purchase or not);
- *	2. one statement (a saved plan, earn_statement) locks the account,
- *	   picks the points for its tier and purchases, and writes the ledger
- *	   entry, the bucket and the account: INSERT ... ON CONFLICT DO
- *	   NOTHING on the idempotency key is the replay check, and when it
- *	   writes nothing neither does the rest;
+ *	2. the rows written without a statement (src/ledger_write.c), or,
+ *	   when that path declines, one statement (a saved plan,
+ *	   earn_statement) that locks the account, picks the points for its
+ *	   tier and purchases, and writes the ledger entry, the bucket and the
+ *	   account: INSERT ... ON CONFLICT DO NOTHING on the idempotency key
+ *	   is the replay check, and when it writes nothing neither does the
+ *	   rest;
  *	3. only then, and rarely: an account is opened (and 2 run again), a
  *	   replay checked against the original entry
  *	   (membership.loyalty_earn_replay()), a tier upgrade applied
  *	   (membership.loyalty_apply_upgrades()).
  *
- * The rules are evaluated exactly as membership.loyalty_earn_calc() does
- * for batches (src/sql/0.2/220_ledger_earn.sql): of each kind the
+ * The rules are evaluated as release 0.2's membership.loyalty_earn_calc()
+ * did (src/sql/0.2/220_ledger_earn.sql; dropped in 0.3): of each kind the
  * highest-priority rule that applies (ties: the lowest id), base points =
  * floor(amount_cents * points_per_unit / unit_cents), times the category
  * multiplier, times the tier multiplier, floored, plus the bonuses, all in
@@ -438,7 +441,7 @@ text_equals(text *t, const char *s)
  * points (floor(amount_cents * points_per_unit / unit_cents)) times the
  * category multiplier, the bonus points, and the ids of the rules applied
  * (in id order, into rule_ids, at most p->nrules).  The earn is then
- * floor(base * tier multiplier) + bonus.  See loyalty_earn_calc().
+ * floor(base * tier multiplier) + bonus.
  */
 static Numeric
 earn_calc(EarnProgram *p, text *source_type, int64 amount, text *category, TimestampTz at,

@@ -5,6 +5,12 @@
 -- src/ledger_earn.c and src/ledger_write.c), instead of set-based waves
 -- cut at each tier upgrade.  Same results, rows and errors.
 
+-- The rules' set-based evaluation of 0.2, which single earns and the
+-- waves shared, has no caller left: both evaluate the rules in C
+-- (earn_calc() in src/ledger_earn.c, the same rules and arithmetic).
+DROP FUNCTION membership.loyalty_earn_calc(uuid, membership.loyalty_earn_input[]);
+DROP TYPE membership.loyalty_earn_input;
+
 -- A program is created once: checking first keeps the INSERT, and so the
 -- statement trigger that makes every backend read the organisation's
 -- program again (loyalty_program_changed()), out of every batch and every
