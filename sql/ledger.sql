@@ -128,6 +128,15 @@ SELECT count(*) AS empty_batch FROM membership.earn_points_batch(:'org', '[]');
 SELECT idx, points, status, error FROM membership.earn_points_batch(:'org', jsonb_build_array(
     jsonb_build_object('member_id', upper(:'m1'), 'amount_cents', 3000, 'source_type', 'order',
                        'source_ref', 'o-2', 'category', 'books')));
+-- How a batch reads amount_cents and member_id (a value it cannot read
+-- rejects the event): an optional minus and 1 to 18 digits; 8-4-4-4-12
+-- hexadecimal digits.
+SELECT x AS amount_cents, membership.loyalty_int8_or_null(x) AS read
+FROM unnest(ARRAY['12', '-0', '-', '', '123456789012345678', '1234567890123456789', '1a', ' 1', '+1']) AS x;
+SELECT x AS member_id, membership.loyalty_uuid_or_null(x) AS read
+FROM unnest(ARRAY['a0eebc99-9c0b-4ef8-bb6d-6bb9bd380a11', 'A0EEBC99-9C0B-4EF8-BB6D-6BB9BD380A11',
+                  'a0eebc999c0b4ef8bb6d6bb9bd380a11', '{a0eebc99-9c0b-4ef8-bb6d-6bb9bd380a11}',
+                  'a0eebc99-9c0b4-ef8-bb6d-6bb9bd380a11', 'a0eebc99-9c0b-4ef8-bb6d-6bb9bd380a1g', '']) AS x;
 
 -- Redemption: buckets consumed oldest expiry first, partially, with
 -- allocations.  m1's buckets expire 12 months after each earn.

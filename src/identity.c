@@ -83,8 +83,8 @@ caller_kind_name(CallerKind kind)
  * Parse the canonical text form of a UUID (hex digits, hyphens anywhere
  * uuid_in accepts them is not needed here) without raising an error.
  */
-static bool
-parse_uuid(const char *s, pg_uuid_t *uuid)
+bool
+membership_parse_uuid(const char *s, pg_uuid_t *uuid)
 {
 	int			n = 0;
 
@@ -168,7 +168,7 @@ claim_uuid(const char *name, const char *value, pg_uuid_t *uuid)
 				(errcode(ERRCODE_MEMBERSHIP_UNAUTHORIZED),
 				 errmsg("JWT claims lack \"%s\"", name),
 				 errdetail("Tokens for this role must carry the \"%s\" claim.", name)));
-	if (!parse_uuid(value, uuid))
+	if (!membership_parse_uuid(value, uuid))
 		ereport(ERROR,
 				(errcode(ERRCODE_MEMBERSHIP_UNAUTHORIZED),
 				 errmsg("JWT claim \"%s\" is not a valid UUID", name)));

@@ -298,18 +298,6 @@ membership_loyalty_int8_or_null(PG_FUNCTION_ARGS)
 	PG_RETURN_INT64(negative ? -value : value);
 }
 
-static int
-hex_value(char c)
-{
-	if (c >= '0' && c <= '9')
-		return c - '0';
-	if (c >= 'a' && c <= 'f')
-		return c - 'a' + 10;
-	if (c >= 'A' && c <= 'F')
-		return c - 'A' + 10;
-	return -1;
-}
-
 /*
  * membership.loyalty_uuid_or_null(text) RETURNS uuid
  *
@@ -319,31 +307,11 @@ hex_value(char c)
 Datum
 membership_loyalty_uuid_or_null(PG_FUNCTION_ARGS)
 {
-	text	   *t = PG_GETARG_TEXT_PP(0);
-	const char *s = VARDATA_ANY(t);
-	pg_uuid_t  *uuid;
-	int			byte = 0;
+	char	   *s = text_to_cstring(PG_GETARG_TEXT_PP(0));
+	pg_uuid_t  *uuid = palloc(sizeof(pg_uuid_t));
 
-	if (VARSIZE_ANY_EXHDR(t) != 36)
+	if (strlen(s) != 36 || s[8] != '-' || s[13] != '-' || s[18] != '-' || s[23] != '-' ||
+		!membership_parse_uuid(s, uuid))
 		PG_RETURN_NULL();
-	uuid = palloc(sizeof(pg_uuid_t));
-	for (int i = 0; i < 36; i++)
-	{
-		int			hi;
-		int			lo;
-
-		if (i == 8 || i == 13 || i == 18 || i == 23)
-		{
-			if (s[i] != '-')
-				PG_RETURN_NULL();
-			continue;
-		}
-		hi = hex_value(s[i]);
-		lo = hex_value(s[i + 1]);
-		if (hi < 0 || lo < 0)
-			PG_RETURN_NULL();
-		uuid->data[byte++] = (unsigned char) (hi << 4 | lo);
-		i++;
-	}
 	PG_RETURN_UUID_P(uuid);
 }

@@ -754,7 +754,7 @@ membership_earn_points(PG_FUNCTION_ARGS)
 		 * without a statement needs none.
 		 */
 		program = program_cached(org);
-		if (program == NULL || !PG_ARGISNULL(7) || opened || refreshed)
+		if (program == NULL || !PG_ARGISNULL(7))
 		{
 			spi_connect_once(&connected);
 			program = program_get(org);

@@ -113,6 +113,7 @@ extern bool tenant_may_set_context(void);
 /* identity.c */
 extern const char *caller_kind_name(CallerKind kind);
 extern void identity_resolve(text *api_key, Caller *caller);
+extern bool membership_parse_uuid(const char *s, pg_uuid_t *uuid);
 
 /* spiplan.c */
 extern SPIPlanPtr membership_prepare_kept(const char *query, int nargs, Oid *types);
